@@ -1,0 +1,337 @@
+/*
+ * clock.c - frames, the clock hand, eviction and the budget.
+ *
+ * NOTES ON THE DESIGN
+ *
+ * A frame is a slot for one resident page.  At most `limit` frames are in
+ * use (the budget, in pages); the frame table maps each slot to its page and
+ * the hand sweeps the slots in order.  Reference bits are real: a page the
+ * program can access has PF_REF set; the hand "cools" it by clearing the bit
+ * and making the page PROT_NONE while keeping its frame, so the next access
+ * is a cheap soft fault that sets the bit again (fault.c).  A page the hand
+ * finds cooled has not been touched for a whole turn: it is the victim.
+ *
+ *            allocation              fault (fault.c)
+ *     FREE ------------> EMPTY ----------------------+
+ *       ^                  ^                          v
+ *       | free        evict, never stored      RESIDENT, REF: PROT_READ
+ *       |                  |                    |  first write: DIRTY, PROT_READ|WRITE
+ *   (any live state)     STORED <--- evict ---+ |  hand: clear REF, PROT_NONE (cooled)
+ *                          |     (write back   | |  access: REF again (soft fault)
+ *                          |      if DIRTY)    | v
+ *                          +-- fault: read --> COOLED -- hand again --> evict
+ *
+ * Invariants
+ *  1. used <= limit, except while write-backs fail (one line says so).
+ *  2. A RESIDENT page is accessible iff PF_REF, writable iff PF_REF and
+ *     PF_DIRTY; a page that is not RESIDENT is PROT_NONE with no frame.
+ *  3. A page's state, flags and frame change only under its lock; the frame
+ *     table and the counters here only under clock_lock.
+ *  4. Lock order: a page lock, then clock_lock.  Under clock_lock other
+ *     page locks are only tried, never waited for, so no cycle can form.
+ *  5. No I/O under clock_lock: the victim leaves the table, the lock is
+ *     dropped, then the victim is written and its frame dropped.
+ *  6. Pinned pages (pins > 0) are never chosen.
+ *
+ * Resident pages are also what keeps the kernel's mapping count bounded:
+ * every accessible page is at most two protection runs, and init.c chooses
+ * the page size so that the budget in pages stays under a third of
+ * vm.max_map_count / 2.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static _Atomic int write_error_said; /* a failed write-back was reported */
+
+int upager__clock_init(size_t limit)
+{
+    struct upager__global *g = &upager__g;
+    size_t n = g->nframes;
+    g->frame_page = mmap(NULL, n * sizeof(size_t) * 2, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g->frame_page == MAP_FAILED)
+        return errno;
+    g->free_frames = g->frame_page + n;
+    for (size_t i = 0; i < n; i++) {
+        g->frame_page[i] = FRAME_NONE;
+        g->free_frames[i] = n - 1 - i; /* low slots are handed out first */
+    }
+    g->nfree = n;
+    g->hand = 0;
+    g->used = 0;
+    g->limit = limit;
+    g->pinned = 0;
+    g->peak = 0;
+    g->span = 0;
+    return 0;
+}
+
+static void nap(long usec)
+{
+    struct timespec ts = {usec / 1000000, (usec % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Hands out an unused slot to `page`.  Precondition: clock_lock, nfree > 0. */
+static size_t take_slot(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    size_t f = g->free_frames[--g->nfree];
+    g->frame_page[f] = page;
+    if (f + 1 > g->span)
+        g->span = f + 1;
+    if (++g->used > g->peak)
+        g->peak = g->used;
+    return f;
+}
+
+static const char *errname(int err)
+{
+    switch (err) {
+    case ENOSPC: return "no space left on device";
+    case EIO: return "input/output error";
+    case EDQUOT: return "disk quota exceeded";
+    case EFBIG: return "file too large";
+    case EROFS: return "read-only file system";
+    case EBADF: return "bad file descriptor";
+    default: return "write error";
+    }
+}
+
+struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    if (p->kind == OWNER_MAP) {
+        struct upager__mapping *m = p->owner;
+        uint64_t o = (uint64_t)(page - m->first) << g->page_shift;
+        uint64_t left = m->file_size > o ? m->file_size - o : 0;
+        *off = o;
+        *len = left < g->page_size ? (size_t)left : g->page_size;
+        return &m->store;
+    }
+    *off = (uint64_t)page << g->page_shift;
+    *len = g->page_size;
+    return &g->anon;
+}
+
+/* Writes a dirty page's frame to its store.  Precondition: caller holds the
+ * page lock; the page is RESIDENT and not writable by the program. */
+static int write_page(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    uint64_t off;
+    size_t len;
+    struct upager__store *s = upager__page_store(page, &off, &len);
+    char *b = upager__bounce_get();
+    int err = upager__frame_copy(page, b);
+    if (!err && len)
+        err = s->ops->write(s, b, s->direct ? g->page_size : len, off);
+    upager__bounce_put(b);
+    if (err) {
+        atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
+        if (!atomic_exchange(&write_error_said, 1)) {
+            char hex[24];
+            upager__say_safe("write-back failed at ", upager__hex(hex, (uintptr_t)PAGE_ADDR(page)),
+                             ": the page stays in memory, dirty, and is retried"
+                             " (the budget may be exceeded meanwhile)");
+            upager__say_safe("the error was: ", errname(err), "");
+        }
+        return err;
+    }
+    atomic_store(&write_error_said, 0);
+    atomic_fetch_add_explicit(&g->st.writebacks, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g->st.bytes_written, len, memory_order_relaxed);
+    return 0;
+}
+
+/* Takes a RESIDENT page out of memory, keeping its contents (written back
+ * when dirty).  Its frame slot is left to the caller.  Precondition: caller
+ * holds the page lock, not clock_lock; the page is not pinned.  On a failed
+ * write-back the page stays resident, dirty and accessible as it was. */
+static int evict_page(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    if (p->flags & PF_REF)
+        upager__protect(page, 1, PROT_NONE);
+    if (p->flags & PF_DIRTY) {
+        int err = write_page(page);
+        if (err) {
+            p->flags |= PF_REF;
+            upager__protect(page, 1, PROT_READ | PROT_WRITE);
+            return err;
+        }
+        p->flags |= PF_INSTORE;
+        atomic_fetch_add_explicit(&g->st.dirty_evictions, 1, memory_order_relaxed);
+    }
+    upager__frames_drop(page, 1);
+    p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
+    p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY);
+    atomic_fetch_add_explicit(&g->st.evictions, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* The hand: returns a victim page, locked, and its frame in *frame; or
+ * FRAME_NONE when a sweep of two turns found none (all pinned or busy).
+ * Precondition: caller holds clock_lock. */
+static size_t find_victim(size_t *frame)
+{
+    struct upager__global *g = &upager__g;
+    size_t span = g->span; /* sweep only the slots ever handed out */
+    if (span == 0)
+        return FRAME_NONE;
+    for (size_t scanned = 0; scanned < 2 * span + 1; scanned++) {
+        size_t f = g->hand;
+        g->hand = f + 1 >= span ? 0 : f + 1;
+        size_t pg = g->frame_page[f];
+        if (pg == FRAME_NONE)
+            continue;
+        struct upager__page *p = PG(pg);
+        if (!upager__trylock(&p->lock))
+            continue;
+        if (p->state != PAGE_RESIDENT || p->frame != f || p->pins) {
+            upager__unlock(&p->lock);
+            continue;
+        }
+        if (p->flags & PF_REF) { /* second chance: cool it */
+            p->flags &= (uint8_t)~PF_REF;
+            upager__protect(pg, 1, PROT_NONE);
+            upager__unlock(&p->lock);
+            continue;
+        }
+        *frame = f;
+        return pg;
+    }
+    return FRAME_NONE;
+}
+
+static void say_all_pinned(void)
+{
+    static _Atomic int said;
+    if (!atomic_exchange(&said, 1))
+        upager__say_safe("every resident page is pinned or busy: a fault waits for "
+                         "upager_unpin (or a larger budget)", "", "");
+}
+
+size_t upager__frame_get(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    upager__lock(&g->clock_lock);
+    for (;;) {
+        if (g->used < g->limit && g->nfree) {
+            size_t f = take_slot(page);
+            upager__unlock(&g->clock_lock);
+            return f;
+        }
+        size_t vf, v = find_victim(&vf);
+        if (v == FRAME_NONE) {
+            upager__unlock(&g->clock_lock);
+            say_all_pinned();
+            nap(1000);
+            upager__lock(&g->clock_lock);
+            continue;
+        }
+        g->frame_page[vf] = page; /* the frame passes to `page` */
+        upager__unlock(&g->clock_lock);
+        int err = evict_page(v);
+        if (!err) {
+            upager__unlock(&PG(v)->lock);
+            return vf;
+        }
+        upager__lock(&g->clock_lock);
+        /* The write-back failed: the victim keeps its frame.  Take a spare
+         * slot beyond the budget if there is one, rather than stall. */
+        g->frame_page[vf] = v;
+        upager__unlock(&PG(v)->lock);
+        if (g->nfree) {
+            size_t f = take_slot(page);
+            upager__unlock(&g->clock_lock);
+            return f;
+        }
+        upager__unlock(&g->clock_lock);
+        nap(10000);
+        upager__lock(&g->clock_lock);
+    }
+}
+
+void upager__frame_put(size_t frame)
+{
+    struct upager__global *g = &upager__g;
+    upager__lock(&g->clock_lock);
+    g->frame_page[frame] = FRAME_NONE;
+    g->free_frames[g->nfree++] = frame;
+    g->used--;
+    upager__unlock(&g->clock_lock);
+}
+
+int upager__evict_locked(size_t page)
+{
+    struct upager__page *p = PG(page);
+    if (p->state != PAGE_RESIDENT || p->pins)
+        return 0;
+    size_t f = p->frame;
+    int err = evict_page(page);
+    if (!err)
+        upager__frame_put(f);
+    return err;
+}
+
+int upager__writeback_locked(size_t page)
+{
+    struct upager__page *p = PG(page);
+    if (p->state != PAGE_RESIDENT || !(p->flags & PF_DIRTY))
+        return 0;
+    /* Stop further writes first: a write during the copy re-dirties it. */
+    if (p->flags & PF_REF)
+        upager__protect(page, 1, PROT_READ);
+    int err = write_page(page);
+    if (err) {
+        if (p->flags & PF_REF)
+            upager__protect(page, 1, PROT_READ | PROT_WRITE);
+        return err;
+    }
+    p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
+    return 0;
+}
+
+int upager__clock_shrink(size_t limit)
+{
+    struct upager__global *g = &upager__g;
+    int tries = 0;
+    upager__lock(&g->clock_lock);
+    g->limit = limit;
+    while (g->used > g->limit) {
+        size_t vf, v = find_victim(&vf);
+        if (v == FRAME_NONE) {
+            upager__unlock(&g->clock_lock);
+            if (++tries > 10000)
+                return EBUSY;
+            nap(1000);
+            upager__lock(&g->clock_lock);
+            continue;
+        }
+        g->frame_page[vf] = FRAME_NONE; /* out of the hand's way */
+        upager__unlock(&g->clock_lock);
+        int err = evict_page(v);
+        upager__lock(&g->clock_lock);
+        if (err) {
+            g->frame_page[vf] = v;
+            upager__unlock(&PG(v)->lock);
+            upager__unlock(&g->clock_lock);
+            return err;
+        }
+        upager__unlock(&PG(v)->lock);
+        g->free_frames[g->nfree++] = vf;
+        g->used--;
+    }
+    upager__unlock(&g->clock_lock);
+    return 0;
+}

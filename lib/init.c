@@ -1,0 +1,364 @@
+/*
+ * init.c - start-up: the configuration in force, the page size, the arena,
+ * the handler; and what happens across fork.
+ *
+ * Initialisation runs once, on upager_init or the first call that needs the
+ * pager.  A failed initialisation stays failed: its line is printed once and
+ * every later call returns the same error.
+ *
+ * The page size.  Each run of pages with a protection different from its
+ * neighbours costs the kernel a mapping, and vm.max_map_count (65530 by
+ * default) bounds them for the whole process; mprotect fails with ENOMEM at
+ * the limit, and so do malloc and mmap everywhere.  Every accessible page
+ * is at most two runs, so the pager keeps resident pages at or below
+ * (max_map_count / 3) / 2 and chooses the smallest page size (64K or more)
+ * for which the budget fits in that many pages.  A page size or budget the
+ * user forces that cannot fit is refused here, with what to change.
+ *
+ * fork.  The arena is not inherited (MADV_DONTFORK) and the child closes
+ * the parent's memfd, store and mapped files: it can never write into them.
+ * In the child the library starts afresh on its next call; the parent's
+ * paged memory is not there, and an access to it is a genuine fault.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct upager__global upager__g = {
+    .memfd = -1,
+    .alloc_lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int init_error;          /* errno of a failed start-up, 0 otherwise */
+static bool init_done;          /* start-up ran (successfully or not)      */
+static struct upager__config user_cfg; /* values given to upager_configure */
+static bool user_cfg_valid;
+
+static void config_defaults(struct upager__config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->arena = UPAGER__DEFAULT_ARENA;
+    c->readahead = -1;
+}
+
+/* Physical memory, or the cgroup v2 limit when lower. */
+static uint64_t memory_available(void)
+{
+    uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    char buf[4096], path[4200];
+    if (upager__read_file("/proc/self/cgroup", buf, sizeof buf) == 0) {
+        char *p = strstr(buf, "0::");
+        if (p) {
+            p += 3;
+            char *nl = strchr(p, '\n');
+            if (nl)
+                *nl = '\0';
+            /* Walk up from our cgroup: any ancestor's limit applies. */
+            for (;;) {
+                snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", p);
+                char v[64];
+                if (upager__read_file(path, v, sizeof v) == 0 && v[0] >= '0' &&
+                    v[0] <= '9') {
+                    uint64_t lim = strtoull(v, NULL, 10);
+                    if (lim && lim < phys)
+                        phys = lim;
+                }
+                char *slash = strrchr(p, '/');
+                if (!slash || slash == p)
+                    break;
+                *slash = '\0';
+            }
+        }
+    }
+    return phys;
+}
+
+static unsigned log2_size(size_t v)
+{
+    unsigned s = 0;
+    while (((size_t)1 << s) < v)
+        s++;
+    return s;
+}
+
+static int choose_geometry(struct upager__global *g)
+{
+    struct upager__config *c = &g->cfg;
+    size_t sys = (size_t)sysconf(_SC_PAGESIZE);
+    char a[32], b[32], d[32];
+    char buf[64];
+
+    g->mem_avail = memory_available();
+    g->max_map_count = 65530;
+    if (upager__read_file("/proc/sys/vm/max_map_count", buf, sizeof buf) == 0 &&
+        atol(buf) > 0)
+        g->max_map_count = atol(buf);
+    size_t max_frames = (size_t)(g->max_map_count / 3 - 1) / 2;
+
+    bool budget_forced = c->budget || c->budget_pct;
+    uint64_t budget = c->budget_pct ? g->mem_avail / 100 * c->budget_pct
+                      : c->budget ? c->budget
+                                  : g->mem_avail / 2;
+
+    size_t ps = c->page_size;
+    if (!ps) {
+        /* The smallest page of 64K or more that fits the budget under the
+         * mapping cap, but at least 16 pages in the budget when it is small. */
+        ps = UPAGER__MIN_AUTO_PAGE > sys ? UPAGER__MIN_AUTO_PAGE : sys;
+        while (ps < UPAGER__MAX_PAGE && budget / ps > max_frames)
+            ps *= 2;
+        while (ps > sys && budget / ps < 16)
+            ps /= 2;
+        if (budget / ps > max_frames) {
+            if (budget_forced) {
+                upager__say("UPAGER_BUDGET=%s needs more than the %zu pages of 2M that "
+                            "vm.max_map_count=%ld allows: lower it to %s or raise "
+                            "vm.max_map_count",
+                            upager__fmt_size(a, sizeof a, budget), max_frames,
+                            g->max_map_count,
+                            upager__fmt_size(b, sizeof b, (uint64_t)max_frames * ps));
+                return EINVAL;
+            }
+            budget = (uint64_t)max_frames * ps; /* the default, on a huge machine */
+        }
+    } else if (budget / ps > max_frames) {
+        size_t need = ps;
+        while (need < UPAGER__MAX_PAGE && budget / need > max_frames)
+            need *= 2;
+        upager__say("UPAGER_PAGE_SIZE=%s with a budget of %s needs %llu resident pages, "
+                    "more than the %zu that vm.max_map_count=%ld allows: set "
+                    "UPAGER_PAGE_SIZE=%s or more, or a budget of at most %s",
+                    upager__fmt_size(a, sizeof a, ps), upager__fmt_size(b, sizeof b, budget),
+                    (unsigned long long)(budget / ps), max_frames, g->max_map_count,
+                    upager__fmt_size(d, sizeof d, need),
+                    upager__fmt_size(buf, sizeof buf, (uint64_t)max_frames * ps));
+        return EINVAL;
+    }
+    if (budget < ps) {
+        upager__say("UPAGER_BUDGET=%s is smaller than one page (%s): raise it or lower "
+                    "UPAGER_PAGE_SIZE",
+                    upager__fmt_size(a, sizeof a, budget), upager__fmt_size(b, sizeof b, ps));
+        return EINVAL;
+    }
+    if (c->arena < (uint64_t)ps * 4) {
+        upager__say("UPAGER_ARENA=%s is smaller than four pages of %s",
+                    upager__fmt_size(a, sizeof a, c->arena), upager__fmt_size(b, sizeof b, ps));
+        return EINVAL;
+    }
+    g->page_size = ps;
+    g->page_shift = log2_size(ps);
+    g->nframes = max_frames;
+    c->budget = budget;
+    return 0;
+}
+
+static int open_store(struct upager__global *g)
+{
+    const char *dir = g->cfg.dir;
+    const char *label = "UPAGER_DIR";
+    if (!*dir) {
+        const char *t = getenv("TMPDIR");
+        dir = (t && *t) ? t : "/var/tmp";
+        label = (t && *t) ? "TMPDIR" : "the default directory";
+        snprintf(g->cfg.dir, sizeof g->cfg.dir, "%s", dir);
+    }
+    int err = upager__store_tmp_open(&g->anon, dir, g->cfg.direct_io);
+    if (err) {
+        upager__say("%s=\"%s\": cannot create the store there (%s): expected an existing, "
+                    "writable directory%s",
+                    label, dir, strerror(err),
+                    g->cfg.direct_io ? " on a file system that supports O_DIRECT" : "");
+        return EINVAL;
+    }
+    return 0;
+}
+
+static void print_config(const struct upager__global *g)
+{
+    char a[32], b[32], c[32], d[32];
+    upager__say("budget=%s page_size=%s arena=%s dir=%s readahead=%d direct_io=%d "
+                "max_resident_pages=%zu (vm.max_map_count=%ld) memory=%s",
+                upager__fmt_size(a, sizeof a, g->limit * g->page_size),
+                upager__fmt_size(b, sizeof b, g->page_size),
+                upager__fmt_size(c, sizeof c, g->npages * g->page_size), g->cfg.dir,
+                g->readahead, g->cfg.direct_io, g->nframes, g->max_map_count,
+                upager__fmt_size(d, sizeof d, g->mem_avail));
+}
+
+static void at_exit(void)
+{
+    if (atomic_load(&upager__g.ready) && upager__g.cfg.stats)
+        upager__stats_print();
+}
+
+static void child_after_fork(void);
+
+static int start(void)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__config cfg;
+    if (user_cfg_valid)
+        cfg = user_cfg;
+    else
+        config_defaults(&cfg);
+    int err = upager__config_from_env(&cfg);
+    if (err)
+        return err;
+    g->cfg = cfg;
+    if ((err = choose_geometry(g)) || (err = open_store(g)))
+        return err;
+    if ((err = upager__arena_init())) {
+        upager__say("cannot reserve the arena of %llu bytes (%s): lower UPAGER_ARENA",
+                    (unsigned long long)g->cfg.arena, strerror(err));
+        return err;
+    }
+    g->readahead = g->cfg.readahead >= 0 ? g->cfg.readahead : UPAGER__RA_AUTO_MAX;
+    g->bounce_size = g->page_size;
+    g->bounce = mmap(NULL, g->bounce_size * UPAGER__NBOUNCE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g->bounce == MAP_FAILED)
+        return ENOMEM;
+    g->bounce_free = (1u << UPAGER__NBOUNCE) - 1;
+    if ((err = upager__clock_init((size_t)(g->cfg.budget >> g->page_shift))))
+        return err;
+    upager__alloc_init();
+    if ((err = upager__fault_install())) {
+        upager__say("cannot install the SIGSEGV handler (libsigsegv)");
+        return err;
+    }
+    static bool registered;
+    if (!registered) {
+        registered = true;
+        pthread_atfork(NULL, NULL, child_after_fork);
+        atexit(at_exit);
+    }
+    atomic_store_explicit(&g->ready, 1, memory_order_release);
+    if (g->cfg.verbose)
+        print_config(g);
+    return 0;
+}
+
+int upager__ensure_init(void)
+{
+    if (atomic_load_explicit(&upager__g.ready, memory_order_acquire))
+        return 0;
+    pthread_mutex_lock(&init_lock);
+    if (!init_done) {
+        init_error = start();
+        init_done = true;
+    }
+    int err = init_error;
+    pthread_mutex_unlock(&init_lock);
+    return err;
+}
+
+int upager_init(void)
+{
+    return upager__ensure_init();
+}
+
+/* In the child of fork: close what belongs to the parent, forget the rest
+ * (its memory is the child's copy, left alone), start afresh on next use. */
+static void child_after_fork(void)
+{
+    struct upager__global *g = &upager__g;
+    if (!atomic_load(&g->ready))
+        return;
+    if (g->memfd >= 0)
+        close(g->memfd);
+    g->anon.ops->close(&g->anon);
+    for (struct upager__mapping *m = g->mappings; m; m = m->next)
+        m->store.ops->close(&m->store);
+    struct upager__config keep = g->cfg;
+    memset(g, 0, sizeof *g);
+    g->memfd = -1;
+    pthread_mutex_init(&g->alloc_lock, NULL);
+    (void)keep;
+    pthread_mutex_init(&init_lock, NULL);
+    init_done = false;
+    init_error = 0;
+}
+
+int upager_configure(const char *name, const char *value)
+{
+    if (!name || !value)
+        return EINVAL;
+    pthread_mutex_lock(&init_lock);
+    bool started = init_done;
+    pthread_mutex_unlock(&init_lock);
+    if (started) {
+        struct upager__config tmp = upager__g.cfg;
+        int err = upager__config_set(&tmp, name, value, name);
+        if (err == ENOENT) {
+            upager__say("upager_configure: unknown option \"%s\"", name);
+            return EINVAL;
+        }
+        if (err)
+            return err;
+        if (!strcasecmp(name, "budget") || !strcmp(name, "UPAGER_BUDGET")) {
+            int e = upager__ensure_init();
+            if (e)
+                return e;
+            uint64_t b = tmp.budget_pct ? upager__g.mem_avail / 100 * tmp.budget_pct
+                                        : tmp.budget;
+            return upager_set_budget((size_t)b);
+        }
+        if (!strcasecmp(name, "stats")) {
+            upager__g.cfg.stats = tmp.stats;
+            return 0;
+        }
+        if (!strcasecmp(name, "verbose")) {
+            upager__g.cfg.verbose = tmp.verbose;
+            return 0;
+        }
+        upager__say("upager_configure: \"%s\" cannot change once the library has started; "
+                    "set it before the first call, or in the environment",
+                    name);
+        return EBUSY;
+    }
+    pthread_mutex_lock(&init_lock);
+    if (!user_cfg_valid) {
+        config_defaults(&user_cfg);
+        user_cfg_valid = true;
+    }
+    struct upager__config tmp = user_cfg;
+    int err = upager__config_set(&tmp, name, value, name);
+    if (err == 0)
+        user_cfg = tmp;
+    pthread_mutex_unlock(&init_lock);
+    if (err == ENOENT) {
+        upager__say("upager_configure: unknown option \"%s\"", name);
+        return EINVAL;
+    }
+    return err;
+}
+
+int upager_set_budget(size_t bytes)
+{
+    int err = upager__ensure_init();
+    if (err)
+        return err;
+    struct upager__global *g = &upager__g;
+    size_t pages = bytes >> g->page_shift;
+    if (pages < 1 || pages > g->nframes)
+        return EINVAL;
+    upager__lock(&g->clock_lock);
+    if (pages < g->pinned) {
+        upager__unlock(&g->clock_lock);
+        return EBUSY;
+    }
+    if (pages >= g->limit) {
+        g->limit = pages;
+        upager__unlock(&g->clock_lock);
+        return 0;
+    }
+    upager__unlock(&g->clock_lock);
+    return upager__clock_shrink(pages);
+}

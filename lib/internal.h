@@ -1,0 +1,232 @@
+/*
+ * internal.h - what the modules of lib/ share; nothing here is public.
+ *
+ * Names are upager__*, and the library is built with -fvisibility=hidden,
+ * so none of this is exported.  Who owns what:
+ *   config.c   options: parsing and validation (environment, upager_configure)
+ *   init.c     start-up, fork handling, the effective configuration
+ *   arena.c    the reserved arena, the page table, the address-space runs
+ *   fault.c    the SIGSEGV handler and page-in
+ *   clock.c    frames, the clock hand, eviction, the budget
+ *   store*.c   the backing stores
+ *   alloc.c    the malloc-like API
+ *   map.c      file mappings, pinning, advice
+ *   stats.c    counters and their printing
+ */
+#ifndef UPAGER_INTERNAL_H
+#define UPAGER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lock.h"
+#include "store.h"
+#include "upager.h"
+
+#define UPAGER__MIN_AUTO_PAGE ((size_t)64 << 10) /* smallest default page size  */
+#define UPAGER__MAX_PAGE ((size_t)2 << 20)       /* largest page size accepted  */
+#define UPAGER__DEFAULT_ARENA ((uint64_t)1 << 40) /* 1T of address space       */
+#define UPAGER__NBOUNCE 8                        /* I/O buffers, in page units  */
+#define UPAGER__RA_AUTO_MAX 16                   /* automatic read-ahead, pages */
+#define UPAGER__RA_MAX 64                        /* largest UPAGER_READAHEAD    */
+
+/* ------------------------------------------------------------------------
+ * Options (config.c)
+ * ---------------------------------------------------------------------- */
+
+struct upager__config {
+    uint64_t budget;        /* bytes; 0 with budget_pct 0: half of memory   */
+    unsigned budget_pct;    /* 1..100 when given as a percentage, else 0     */
+    size_t page_size;       /* 0: chosen at start-up                        */
+    char dir[4096];         /* "" : $TMPDIR, else /var/tmp                   */
+    uint64_t arena;         /* bytes of address space to reserve            */
+    int readahead;          /* pages; -1: automatic                          */
+    bool direct_io;
+    bool stats;
+    bool verbose;
+};
+
+/* Parses one option into cfg.  `label` names it in the error line (the
+ * environment variable, or the name given to upager_configure).  Returns 0,
+ * or EINVAL after printing one line; ENOENT for an unknown name (no line). */
+int upager__config_set(struct upager__config *cfg, const char *name,
+                       const char *value, const char *label);
+
+/* Applies every UPAGER_* variable of the environment over cfg. */
+int upager__config_from_env(struct upager__config *cfg);
+
+/* Size parsing, exposed for the unit tests: digits with an optional binary
+ * suffix K, M, G, T (also KiB/KB/kB...).  Returns 0 or EINVAL. */
+int upager__parse_size(const char *s, uint64_t *out);
+int upager__parse_bool(const char *s, bool *out);
+
+/* Formats a size as "64K", "1G", or plain bytes; returns buf. */
+char *upager__fmt_size(char *buf, size_t len, uint64_t bytes);
+
+/* Prints "upager: " and the formatted text as one line on stderr, with
+ * write(2), so it is safe anywhere (fault path included when fmt is a
+ * plain string: see upager__say_safe). */
+void upager__say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Async-signal-safe: writes the pieces, then a newline, in one write(2).
+ * Pieces are strings; an address is formatted with upager__hex. */
+void upager__say_safe(const char *a, const char *b, const char *c);
+char *upager__hex(char *buf, uintptr_t v); /* buf of 24 bytes */
+
+/* ------------------------------------------------------------------------
+ * The page table (arena.c)
+ *
+ * One entry per arena page, in a reservation of its own that the kernel
+ * commits only where it is touched: the table grows with the part of the
+ * arena in use, not with the reservation.
+ * ---------------------------------------------------------------------- */
+
+enum upager__page_state {
+    PAGE_FREE = 0,  /* no allocation or mapping: a fault here is genuine   */
+    PAGE_EMPTY,     /* live, all zeros, nothing in the store, no frame     */
+    PAGE_STORED,    /* live, contents in the store, no frame               */
+    PAGE_RESIDENT,  /* live, in a frame (protection: see flags)            */
+};
+
+/* flags */
+#define PF_REF     0x01 /* referenced: accessible; clear = cooled, PROT_NONE */
+#define PF_DIRTY   0x02 /* written since loaded: PROT_READ|PROT_WRITE        */
+#define PF_INSTORE 0x04 /* the store holds contents for this page            */
+#define PF_RDONLY  0x08 /* a read-only mapping: a write is a genuine fault   */
+#define PF_SEQ     0x10 /* advice: sequential                                */
+#define PF_RANDOM  0x20 /* advice: random, no read-ahead                     */
+
+/* kind: who owns a live page */
+enum { OWNER_NONE = 0, OWNER_SLAB, OWNER_LARGE, OWNER_MAP };
+
+struct upager__page {
+    upager__lock_t lock; /* held for every state change, and across its I/O  */
+    uint8_t state;       /* enum upager__page_state                          */
+    uint8_t flags;       /* PF_*                                             */
+    uint8_t kind;        /* OWNER_*; set by alloc.c / map.c under alloc_lock */
+    uint8_t unused;
+    uint32_t pins;       /* upager_pin nesting count; pinned pages stay      */
+    uint32_t frame;      /* frame index while PAGE_RESIDENT                  */
+    void *owner;         /* struct slab / large / mapping of alloc.c, map.c  */
+};
+
+#define PAGE_IS_RESIDENT(p) ((p)->state == PAGE_RESIDENT)
+#define PAGE_IS_COOLED(p) (PAGE_IS_RESIDENT(p) && !((p)->flags & PF_REF))
+#define PAGE_IS_LIVE(p) ((p)->state != PAGE_FREE)
+
+/* A file mapping (map.c); the owner of its pages. */
+struct upager__mapping {
+    struct upager__store store; /* the file                                  */
+    size_t first, npages;       /* arena pages                               */
+    uint64_t file_size;         /* bytes of the file that belong to the map  */
+    int flags;                  /* UPAGER_MAP_*                              */
+    struct upager__mapping *next;
+};
+
+/* ------------------------------------------------------------------------
+ * Global state.  Set up once by upager_init, read-only afterwards except
+ * where a field says which lock guards it.
+ * ---------------------------------------------------------------------- */
+
+struct upager__stats_counters {
+    _Atomic uint64_t faults, major_faults, evictions, writebacks, dirty_evictions;
+    _Atomic uint64_t bytes_read, bytes_written, io_errors;
+    _Atomic uint64_t readahead_pages;
+    _Atomic size_t allocated_bytes;
+};
+
+struct upager__global {
+    _Atomic int ready;            /* 1 once the pager may run               */
+    struct upager__config cfg;    /* effective configuration                */
+    uint64_t mem_avail;           /* physical memory or cgroup limit        */
+    long max_map_count;
+
+    /* arena */
+    size_t page_size;
+    unsigned page_shift;
+    char *base;                   /* first arena byte                       */
+    size_t npages;                /* arena pages                            */
+    int memfd;                    /* the frames; the arena is its mapping   */
+    struct upager__page *pages;   /* the page table                         */
+    struct upager__store anon;    /* store of allocated memory              */
+
+    /* clock: everything below is guarded by clock_lock */
+    upager__lock_t clock_lock;
+    size_t nframes;               /* size of the frame table                */
+    size_t *frame_page;           /* page in each frame, or FRAME_NONE      */
+    size_t *free_frames;          /* stack of unused frame indices          */
+    size_t nfree;
+    size_t hand;                  /* next frame the hand looks at           */
+    size_t span;                  /* slots [0, span) were ever handed out   */
+    size_t used;                  /* frames holding or being given a page   */
+    size_t limit;                 /* budget in pages                        */
+    size_t pinned;                /* pages with pins > 0                    */
+    size_t peak;                  /* highest `used`                         */
+    bool overrun_said;            /* the over-budget line was printed       */
+
+    /* I/O buffers for the fault path */
+    char *bounce;                 /* UPAGER__NBOUNCE buffers of bounce_size */
+    size_t bounce_size;
+    _Atomic uint32_t bounce_free; /* bit i set: buffer i free               */
+    _Atomic uint32_t bounce_seq;  /* bumped on release; waiters sleep on it */
+    int readahead;                /* pages read ahead on sequential faults  */
+
+    /* allocator and mappings, guarded by alloc_lock (never the fault path) */
+    pthread_mutex_t alloc_lock;
+    struct upager__mapping *mappings;
+
+    struct upager__stats_counters st;
+};
+
+extern struct upager__global upager__g;
+
+#define FRAME_NONE ((size_t)-1)
+#define PG(i) (&upager__g.pages[(i)])
+#define PAGE_ADDR(i) (upager__g.base + ((size_t)(i) << upager__g.page_shift))
+#define ADDR_PAGE(a) ((size_t)((const char *)(a) - upager__g.base) >> upager__g.page_shift)
+#define IN_ARENA(a)                                                        \
+    ((const char *)(a) >= upager__g.base &&                                \
+     (const char *)(a) < upager__g.base + (upager__g.npages << upager__g.page_shift))
+
+/* init.c */
+int upager__ensure_init(void); /* 0, or the errno of a failed start-up */
+
+/* arena.c  (address-space functions: caller holds alloc_lock) */
+int upager__arena_init(void);
+int upager__space_alloc(size_t npages, size_t align_bytes, size_t *first);
+void upager__space_free(size_t first, size_t npages);
+void upager__pages_make_live(size_t first, size_t n, int kind, void *owner, int flags);
+void upager__pages_release(size_t first, size_t n, bool discard_store);
+
+/* clock.c */
+int upager__clock_init(size_t limit);
+size_t upager__frame_get(size_t page);    /* caller holds the page's lock */
+void upager__frame_put(size_t frame);     /* caller holds the page's lock */
+int upager__evict_locked(size_t page);    /* caller holds the page's lock */
+int upager__clock_shrink(size_t limit);   /* evict down to limit pages    */
+int upager__writeback_locked(size_t page);/* write a dirty page, keep it  */
+
+/* fault.c */
+int upager__fault_install(void);
+int upager__page_in_locked(size_t page, bool for_pin); /* 0 or errno */
+char *upager__bounce_get(void);
+void upager__bounce_put(char *b);
+struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len);
+
+/* os.c: thin wrappers, each returning 0 or an errno */
+int upager__protect(size_t first, size_t n, int prot);
+int upager__frames_drop(size_t first, size_t n);            /* punch memfd */
+int upager__frame_fill(size_t page, const void *buf);       /* memfd write */
+int upager__frame_copy(size_t page, void *buf);             /* memfd read  */
+int upager__read_file(const char *path, char *buf, size_t len);
+
+/* alloc.c */
+void upager__alloc_init(void);
+
+/* stats.c */
+void upager__stats_print(void);
+
+#endif /* UPAGER_INTERNAL_H */

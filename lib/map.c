@@ -1,0 +1,332 @@
+/*
+ * map.c - file mappings, pinning and advice.
+ *
+ * A mapping is a run of arena pages whose store is the file itself: a page
+ * is read from the file at its offset and, for UPAGER_MAP_WRITE, written
+ * back there, never past `length`.  It shares the frames and the budget
+ * with allocated memory.  Pinning loads pages and keeps the clock away from
+ * them, so that system calls can be handed paged memory.  Advice sets the
+ * read-ahead of a range, loads it, or evicts it.
+ *
+ * Callers: the public API only; the fault path never comes here.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Converts [addr, addr+len) to arena pages; EINVAL outside the arena. */
+static int range_pages(const void *addr, size_t len, size_t *first, size_t *end)
+{
+    struct upager__global *g = &upager__g;
+    if (!addr || !IN_ARENA(addr))
+        return EINVAL;
+    size_t off = (size_t)((const char *)addr - g->base);
+    size_t limit = g->npages << g->page_shift;
+    if (len > limit - off)
+        return EINVAL;
+    *first = off >> g->page_shift;
+    *end = len ? (off + len - 1) / g->page_size + 1 : *first;
+    return 0;
+}
+
+void *upager_map_file(const char *path, size_t length, int flags)
+{
+    struct upager__global *g = &upager__g;
+    int err = upager__ensure_init();
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    if (!path || (flags & ~(UPAGER_MAP_READ | UPAGER_MAP_WRITE | UPAGER_MAP_CREATE)) ||
+        !(flags & (UPAGER_MAP_READ | UPAGER_MAP_WRITE)) ||
+        ((flags & UPAGER_MAP_CREATE) && !(flags & UPAGER_MAP_WRITE)) ||
+        ((flags & UPAGER_MAP_CREATE) && length == 0)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    bool writable = flags & UPAGER_MAP_WRITE;
+    int oflags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
+                 ((flags & UPAGER_MAP_CREATE) ? O_CREAT : 0);
+    int fd = open(path, oflags, 0666);
+    if (fd < 0) {
+        if (errno == EISDIR)
+            errno = EINVAL;
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (length == 0) {
+        if (size == 0 || size > SIZE_MAX) {
+            close(fd);
+            errno = EINVAL;
+            return NULL;
+        }
+        length = (size_t)size;
+    } else if (length > size) {
+        if (!(flags & UPAGER_MAP_CREATE)) {
+            close(fd);
+            errno = EINVAL;
+            return NULL;
+        }
+        if (ftruncate(fd, (off_t)length) != 0) {
+            err = errno;
+            close(fd);
+            errno = err;
+            return NULL;
+        }
+    }
+    struct upager__mapping *m = calloc(1, sizeof *m);
+    if (!m) {
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
+    upager__store_fd_init(&m->store, fd, length);
+    m->file_size = length;
+    m->flags = flags;
+    m->npages = (length + g->page_size - 1) / g->page_size;
+    pthread_mutex_lock(&g->alloc_lock);
+    if (upager__space_alloc(m->npages, 0, &m->first) != 0) {
+        pthread_mutex_unlock(&g->alloc_lock);
+        close(fd);
+        free(m);
+        errno = ENOMEM;
+        return NULL;
+    }
+    upager__pages_make_live(m->first, m->npages, OWNER_MAP, m,
+                            PF_INSTORE | (writable ? 0 : PF_RDONLY));
+    m->next = g->mappings;
+    g->mappings = m;
+    pthread_mutex_unlock(&g->alloc_lock);
+    return PAGE_ADDR(m->first);
+}
+
+/* Writes back the dirty mapped pages of [first, end) and syncs the files.
+ * Precondition: none of the pages' locks held. */
+static int sync_pages(size_t first, size_t end)
+{
+    int err = 0;
+    struct upager__mapping *last = NULL;
+    for (size_t i = first; i < end; i++) {
+        struct upager__page *p = PG(i);
+        upager__lock(&p->lock);
+        if (p->kind == OWNER_MAP) {
+            int e = upager__writeback_locked(i);
+            if (e && !err)
+                err = e;
+            struct upager__mapping *m = p->owner;
+            if (m != last && last) {
+                int e2 = last->store.ops->sync(&last->store);
+                if (e2 && !err)
+                    err = e2;
+            }
+            last = m;
+        }
+        upager__unlock(&p->lock);
+    }
+    if (last) {
+        int e = last->store.ops->sync(&last->store);
+        if (e && !err)
+            err = e;
+    }
+    return err;
+}
+
+int upager_sync(const void *addr, size_t length)
+{
+    int err = upager__ensure_init();
+    if (err)
+        return err;
+    size_t first, end;
+    if ((err = range_pages(addr, length, &first, &end)))
+        return err;
+    return sync_pages(first, end);
+}
+
+int upager_unmap(void *addr)
+{
+    struct upager__global *g = &upager__g;
+    int err = upager__ensure_init();
+    if (err)
+        return err;
+    pthread_mutex_lock(&g->alloc_lock);
+    struct upager__mapping **pp = &g->mappings;
+    while (*pp && PAGE_ADDR((*pp)->first) != (char *)addr)
+        pp = &(*pp)->next;
+    struct upager__mapping *m = *pp;
+    if (!m) {
+        pthread_mutex_unlock(&g->alloc_lock);
+        return EINVAL;
+    }
+    err = sync_pages(m->first, m->first + m->npages);
+    if (err) {
+        pthread_mutex_unlock(&g->alloc_lock);
+        return err;
+    }
+    *pp = m->next;
+    upager__pages_release(m->first, m->npages, false);
+    upager__space_free(m->first, m->npages);
+    pthread_mutex_unlock(&g->alloc_lock);
+    m->store.ops->close(&m->store);
+    free(m);
+    return 0;
+}
+
+/* ---- pinning -------------------------------------------------------- */
+
+/* Drops one pin of page i.  Precondition: page lock held, pins > 0. */
+static void unpin_locked(size_t i)
+{
+    struct upager__global *g = &upager__g;
+    if (--PG(i)->pins == 0) {
+        upager__lock(&g->clock_lock);
+        g->pinned--;
+        upager__unlock(&g->clock_lock);
+    }
+}
+
+int upager_pin(const void *addr, size_t length, int flags)
+{
+    struct upager__global *g = &upager__g;
+    int err = upager__ensure_init();
+    if (err)
+        return err;
+    size_t first, end;
+    if ((err = range_pages(addr, length, &first, &end)) || (flags & ~UPAGER_PIN_WRITE))
+        return EINVAL;
+    size_t i;
+    for (i = first; i < end; i++) {
+        struct upager__page *p = PG(i);
+        upager__lock(&p->lock);
+        if (!PAGE_IS_LIVE(p) || ((flags & UPAGER_PIN_WRITE) && (p->flags & PF_RDONLY))) {
+            err = EINVAL;
+        } else if (p->pins == 0) {
+            upager__lock(&g->clock_lock);
+            if (g->pinned + 1 > g->limit)
+                err = ENOMEM;
+            else
+                g->pinned++;
+            upager__unlock(&g->clock_lock);
+        }
+        if (!err && p->state != PAGE_RESIDENT) {
+            bool major = p->state == PAGE_STORED;
+            err = upager__page_in_locked(i, true);
+            if (err && p->pins == 0) {
+                upager__lock(&g->clock_lock);
+                g->pinned--;
+                upager__unlock(&g->clock_lock);
+            } else if (!err) {
+                atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
+                (void)major;
+            }
+        }
+        if (err) {
+            upager__unlock(&p->lock);
+            break;
+        }
+        p->pins++;
+        int prot = PROT_READ;
+        if (flags & UPAGER_PIN_WRITE)
+            p->flags |= PF_DIRTY;
+        if (p->flags & PF_DIRTY)
+            prot |= PROT_WRITE;
+        if ((p->flags & (PF_REF | PF_DIRTY)) != (PF_REF | (p->flags & PF_DIRTY)) ||
+            !(p->flags & PF_REF) || (flags & UPAGER_PIN_WRITE)) {
+            p->flags |= PF_REF;
+            upager__protect(i, 1, prot);
+        }
+        upager__unlock(&p->lock);
+    }
+    if (err) { /* pin nothing: undo the pages pinned so far */
+        for (size_t j = first; j < i; j++) {
+            upager__lock(&PG(j)->lock);
+            unpin_locked(j);
+            upager__unlock(&PG(j)->lock);
+        }
+    }
+    return err;
+}
+
+int upager_unpin(const void *addr, size_t length)
+{
+    int err = upager__ensure_init();
+    if (err)
+        return err;
+    size_t first, end;
+    if ((err = range_pages(addr, length, &first, &end)))
+        return err;
+    for (size_t i = first; i < end; i++) {
+        if (PG(i)->pins == 0)
+            return EINVAL;
+    }
+    for (size_t i = first; i < end; i++) {
+        upager__lock(&PG(i)->lock);
+        if (PG(i)->pins)
+            unpin_locked(i);
+        upager__unlock(&PG(i)->lock);
+    }
+    return 0;
+}
+
+/* ---- advice --------------------------------------------------------- */
+
+int upager_advise(const void *addr, size_t length, int advice)
+{
+    struct upager__global *g = &upager__g;
+    int err = upager__ensure_init();
+    if (err)
+        return err;
+    size_t first, end;
+    if ((err = range_pages(addr, length, &first, &end)))
+        return err;
+    if (advice < UPAGER_ADVICE_NORMAL || advice > UPAGER_ADVICE_DONTNEED)
+        return EINVAL;
+    size_t loaded = 0;
+    for (size_t i = first; i < end; i++) {
+        struct upager__page *p = PG(i);
+        upager__lock(&p->lock);
+        if (!PAGE_IS_LIVE(p)) {
+            upager__unlock(&p->lock);
+            continue;
+        }
+        switch (advice) {
+        case UPAGER_ADVICE_NORMAL:
+            p->flags &= (uint8_t) ~(PF_SEQ | PF_RANDOM);
+            break;
+        case UPAGER_ADVICE_SEQUENTIAL:
+            p->flags = (uint8_t)((p->flags & ~PF_RANDOM) | PF_SEQ);
+            break;
+        case UPAGER_ADVICE_RANDOM:
+            p->flags = (uint8_t)((p->flags & ~PF_SEQ) | PF_RANDOM);
+            break;
+        case UPAGER_ADVICE_WILLNEED:
+            /* Load, but never more than half the budget: the rest would
+             * only push out what was loaded first. */
+            if (p->state == PAGE_STORED && loaded < g->limit / 2) {
+                if (upager__page_in_locked(i, false) == 0)
+                    loaded++;
+            }
+            break;
+        case UPAGER_ADVICE_DONTNEED: {
+            int e = upager__evict_locked(i);
+            if (e && !err)
+                err = e;
+            break;
+        }
+        }
+        upager__unlock(&p->lock);
+    }
+    return err;
+}
