@@ -179,16 +179,79 @@ static int evict_page(size_t page)
     return 0;
 }
 
-/* The hand: returns a victim page, locked, and its frame in *frame; or
- * FRAME_NONE when a sweep of two turns found none (all pinned or busy).
- * Precondition: caller holds clock_lock. */
-static size_t find_victim(size_t *frame)
+#define COOL_RUN 64    /* pages cooled by one mprotect     */
+#define EVICT_BATCH 16 /* pages evicted by one visit       */
+
+struct batch {
+    size_t n;
+    size_t page[EVICT_BATCH];  /* locked, RESIDENT, cooled, not pinned */
+    size_t frame[EVICT_BATCH];
+    bool ok[EVICT_BATCH];      /* evicted; its frame is free          */
+};
+
+/* Cools `page` and the referenced pages that follow it both in the arena
+ * and in the frame table (so the hand would come to them next), up to
+ * COOL_RUN, with one mprotect.  Precondition: caller holds clock_lock and
+ * the lock of `page`, which is RESIDENT, referenced and not pinned; it is
+ * unlocked here. */
+static void cool_run(size_t page, size_t frame)
+{
+    struct upager__global *g = &upager__g;
+    size_t n = 1;
+    while (n < COOL_RUN && page + n < g->npages && frame + n < g->span) {
+        struct upager__page *q = PG(page + n);
+        if (g->frame_page[frame + n] != page + n || !(q->flags & PF_REF) || q->pins ||
+            !upager__trylock(&q->lock))
+            break;
+        if (q->state != PAGE_RESIDENT || q->frame != frame + n || !(q->flags & PF_REF) ||
+            q->pins) {
+            upager__unlock(&q->lock);
+            break;
+        }
+        n++;
+    }
+    g->hand = frame + n >= g->span ? 0 : frame + n; /* the hand passed them */
+    upager__protect(page, n, PROT_NONE);
+    for (size_t i = 0; i < n; i++) {
+        PG(page + i)->flags &= (uint8_t)~PF_REF;
+        upager__unlock(&PG(page + i)->lock);
+    }
+}
+
+/* Adds `page` to b when it sits in `frame`, cooled, unpinned and free to
+ * lock.  Returns whether it did.  Precondition: clock_lock held. */
+static bool batch_add(struct batch *b, size_t page, size_t frame)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *q = PG(page);
+    if (frame >= g->span || g->frame_page[frame] != page || (q->flags & PF_REF) || q->pins ||
+        !upager__trylock(&q->lock))
+        return false;
+    if (q->state != PAGE_RESIDENT || q->frame != frame || (q->flags & PF_REF) || q->pins) {
+        upager__unlock(&q->lock);
+        return false;
+    }
+    b->page[b->n] = page;
+    b->frame[b->n] = q->frame;
+    b->ok[b->n] = false;
+    b->n++;
+    return true;
+}
+
+/* The hand.  Cools referenced pages and stops at the first cooled one: the
+ * victim.  The cooled pages that follow it both in the arena and in the
+ * next frame slots join it, so that one visit frees a run with one punch;
+ * the hand moves past them as it would have.  Fills b with locked
+ * pages, taken out of the frame table; b->n is 0 when two turns found
+ * nothing (all pinned or busy).  Precondition: caller holds clock_lock. */
+static void find_victims(struct batch *b)
 {
     struct upager__global *g = &upager__g;
     size_t span = g->span; /* sweep only the slots ever handed out */
-    if (span == 0)
-        return FRAME_NONE;
-    for (size_t scanned = 0; scanned < 2 * span + 1; scanned++) {
+    size_t max = g->limit / 8;
+    max = max < 1 ? 1 : max > EVICT_BATCH ? EVICT_BATCH : max;
+    b->n = 0;
+    for (size_t scanned = 0; span && scanned < 2 * span + 1; scanned++) {
         size_t f = g->hand;
         g->hand = f + 1 >= span ? 0 : f + 1;
         size_t pg = g->frame_page[f];
@@ -202,15 +265,74 @@ static size_t find_victim(size_t *frame)
             continue;
         }
         if (p->flags & PF_REF) { /* second chance: cool it */
-            p->flags &= (uint8_t)~PF_REF;
-            upager__protect(pg, 1, PROT_NONE);
-            upager__unlock(&p->lock);
+            cool_run(pg, f);
             continue;
         }
-        *frame = f;
-        return pg;
+        upager__unlock(&p->lock);
+        if (!batch_add(b, pg, f))
+            continue;
+        /* The victim's arena neighbours in the next slots go with it. */
+        while (b->n < max && pg + b->n < g->npages && batch_add(b, pg + b->n, f + b->n))
+            ;
+        g->hand = f + b->n >= span ? 0 : f + b->n;
+        for (size_t i = 0; i < b->n; i++)
+            g->frame_page[b->frame[i]] = FRAME_NONE; /* out of the hand's way */
+        return;
     }
-    return FRAME_NONE;
+}
+
+/* Evicts the pages of b: dirty ones written back, then the frames of the
+ * run dropped with as few punches as possible.  A page whose write-back
+ * fails stays resident, cooled and dirty (ok false).  Precondition: the
+ * pages are locked, clock_lock is not held. */
+static size_t evict_batch(struct batch *b)
+{
+    struct upager__global *g = &upager__g;
+    size_t done = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        struct upager__page *p = PG(b->page[i]);
+        if (p->flags & PF_DIRTY) {
+            if (write_page(b->page[i]) != 0)
+                continue;
+            p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
+            atomic_fetch_add_explicit(&g->st.dirty_evictions, 1, memory_order_relaxed);
+        }
+        b->ok[i] = true;
+        done++;
+    }
+    for (size_t i = 0; i < b->n;) { /* runs of consecutive evicted pages */
+        if (!b->ok[i]) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < b->n && b->ok[j] && b->page[j] == b->page[j - 1] + 1)
+            j++;
+        upager__frames_drop(b->page[i], j - i);
+        for (size_t k = i; k < j; k++) {
+            struct upager__page *p = PG(b->page[k]);
+            p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
+        }
+        i = j;
+    }
+    atomic_fetch_add_explicit(&g->st.evictions, done, memory_order_relaxed);
+    return done;
+}
+
+/* Gives the frames of b back (or to their pages, when the eviction failed)
+ * and unlocks the pages.  Precondition: caller holds clock_lock. */
+static void batch_finish(struct batch *b)
+{
+    struct upager__global *g = &upager__g;
+    for (size_t i = b->n; i-- > 0;) { /* pushed last first: popped in order */
+        if (b->ok[i]) {
+            g->free_frames[g->nfree++] = b->frame[i];
+            g->used--;
+        } else {
+            g->frame_page[b->frame[i]] = b->page[i];
+        }
+        upager__unlock(&PG(b->page[i])->lock);
+    }
 }
 
 static void say_all_pinned(void)
@@ -224,6 +346,7 @@ static void say_all_pinned(void)
 size_t upager__frame_get(size_t page)
 {
     struct upager__global *g = &upager__g;
+    struct batch b;
     upager__lock(&g->clock_lock);
     for (;;) {
         if (g->used < g->limit && g->nfree) {
@@ -231,34 +354,31 @@ size_t upager__frame_get(size_t page)
             upager__unlock(&g->clock_lock);
             return f;
         }
-        size_t vf, v = find_victim(&vf);
-        if (v == FRAME_NONE) {
+        find_victims(&b);
+        if (b.n == 0) {
             upager__unlock(&g->clock_lock);
             say_all_pinned();
             nap(1000);
             upager__lock(&g->clock_lock);
             continue;
         }
-        g->frame_page[vf] = page; /* the frame passes to `page` */
         upager__unlock(&g->clock_lock);
-        int err = evict_page(v);
-        if (!err) {
-            upager__unlock(&PG(v)->lock);
-            return vf;
-        }
+        size_t done = evict_batch(&b);
         upager__lock(&g->clock_lock);
-        /* The write-back failed: the victim keeps its frame.  Take a spare
-         * slot beyond the budget if there is one, rather than stall. */
-        g->frame_page[vf] = v;
-        upager__unlock(&PG(v)->lock);
-        if (g->nfree) {
-            size_t f = take_slot(page);
+        batch_finish(&b);
+        if (done == 0) {
+            /* Write-backs failed: the victims keep their frames.  Take a
+             * spare slot beyond the budget if there is one, rather than
+             * stall; else wait and try other pages. */
+            if (g->nfree) {
+                size_t f = take_slot(page);
+                upager__unlock(&g->clock_lock);
+                return f;
+            }
             upager__unlock(&g->clock_lock);
-            return f;
+            nap(10000);
+            upager__lock(&g->clock_lock);
         }
-        upager__unlock(&g->clock_lock);
-        nap(10000);
-        upager__lock(&g->clock_lock);
     }
 }
 
@@ -305,12 +425,13 @@ int upager__writeback_locked(size_t page)
 int upager__clock_shrink(size_t limit)
 {
     struct upager__global *g = &upager__g;
+    struct batch b;
     int tries = 0;
     upager__lock(&g->clock_lock);
     g->limit = limit;
     while (g->used > g->limit) {
-        size_t vf, v = find_victim(&vf);
-        if (v == FRAME_NONE) {
+        find_victims(&b);
+        if (b.n == 0) {
             upager__unlock(&g->clock_lock);
             if (++tries > 10000)
                 return EBUSY;
@@ -318,19 +439,14 @@ int upager__clock_shrink(size_t limit)
             upager__lock(&g->clock_lock);
             continue;
         }
-        g->frame_page[vf] = FRAME_NONE; /* out of the hand's way */
         upager__unlock(&g->clock_lock);
-        int err = evict_page(v);
+        size_t done = evict_batch(&b);
         upager__lock(&g->clock_lock);
-        if (err) {
-            g->frame_page[vf] = v;
-            upager__unlock(&PG(v)->lock);
+        batch_finish(&b);
+        if (done == 0) {
             upager__unlock(&g->clock_lock);
-            return err;
+            return EIO;
         }
-        upager__unlock(&PG(v)->lock);
-        g->free_frames[g->nfree++] = vf;
-        g->used--;
     }
     upager__unlock(&g->clock_lock);
     return 0;
