@@ -1,0 +1,1 @@
+# plot.gp: placeholder until the benchmark plot lands.

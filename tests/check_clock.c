@@ -1,0 +1,221 @@
+/*
+ * check_clock.c - eviction: the clock, dirty tracking and the budget.
+ *
+ * The clock's reference bits are real (a hot set that fits the budget
+ * survives a scan, which FIFO would not allow); only pages written since
+ * they were loaded are written back; resident memory never exceeds the
+ * budget, and neither does the process's peak RSS beyond a small bound for
+ * the library's metadata.
+ *
+ * Copyright (C) 2026 the upager authors.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_suites.h"
+#include "testutil.h"
+
+static unsigned char read_byte(const void *p)
+{
+    return *(const volatile unsigned char *)p;
+}
+
+/* A hot set of 16 pages, touched (written) after every cold page, survives
+ * a scan of 1000 cold pages under a budget of 64 pages: the scan costs one
+ * major fault per cold page and the hot pages are neither read again nor
+ * written back.  FIFO would evict each hot page every ~48 cold pages:
+ * about 330 extra major faults and as many write-backs. */
+START_TEST(test_hot_set_survives_scan)
+{
+    enum { HOT = 16, COLD = 1000 };
+    struct upager_stats s0, s1;
+
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "0");
+    size_t ps = tu_init();
+    ck_assert_uint_eq(ps, 65536);
+    unsigned char *hot = upager_aligned_alloc(ps, HOT * ps);
+    unsigned char *cold = upager_aligned_alloc(ps, COLD * ps);
+    ck_assert_ptr_nonnull(hot);
+    ck_assert_ptr_nonnull(cold);
+
+    /* Every cold page written once, so that it exists in the store. */
+    for (size_t i = 0; i < COLD; i++)
+        cold[i * ps + 1] = (unsigned char)(i * 7 + 1);
+    for (size_t h = 0; h < HOT; h++)
+        hot[h * ps] = 0;
+
+    tu_stats(&s0);
+    for (size_t i = 0; i < COLD; i++) {
+        ck_assert_int_eq(read_byte(cold + i * ps + 1), (unsigned char)(i * 7 + 1));
+        for (size_t h = 0; h < HOT; h++)
+            hot[h * ps]++;
+    }
+    tu_stats(&s1);
+
+    uint64_t majors = s1.major_faults - s0.major_faults;
+    uint64_t writes = s1.writebacks - s0.writebacks;
+    ck_assert_msg(majors <= COLD + HOT,
+                  "%llu major faults for a scan of %d cold pages: the hot set "
+                  "was evicted", (unsigned long long)majors, COLD);
+    ck_assert_msg(majors >= COLD - 64,
+                  "only %llu major faults: the cold pages were not evicted",
+                  (unsigned long long)majors);
+    /* The scan itself only reads; what it may write back are the cold
+     * pages still resident and dirty from the writing loop, at most a
+     * budget of them.  Hot pages are never written back. */
+    ck_assert_msg(writes <= 4 * TU_MIB / ps,
+                  "%llu write-backs during a read-only scan: hot pages were evicted",
+                  (unsigned long long)writes);
+    for (size_t h = 0; h < HOT; h++)
+        ck_assert_int_eq(hot[h * ps], (unsigned char)COLD);
+    ck_assert_uint_le(s1.peak_resident_bytes, s1.budget_bytes);
+}
+END_TEST
+
+/* Data written once and then only read, at eight times the budget: the
+ * read passes evict pages all the time but write nothing back (clean pages
+ * are dropped).  The counters agree: every write-back is the eviction of a
+ * dirty page, a page at a time. */
+START_TEST(test_clean_pages_not_written)
+{
+    const size_t len = 32 * TU_MIB;
+    struct upager_stats s0, s1;
+
+    tu_env("4M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, 41);
+    /* A first read pass evicts the pages left dirty by the fill. */
+    ck_assert_uint_eq(tu_pattern_check(p, 0, len, 41), (size_t)-1);
+
+    tu_stats(&s0);
+    ck_assert_uint_ge(s0.writebacks, (len - 4 * TU_MIB) / ps);
+    for (int pass = 0; pass < 2; pass++) {
+        size_t bad = tu_pattern_check(p, 0, len, 41);
+        ck_assert_msg(bad == (size_t)-1, "pass %d: data differs at %zu", pass, bad);
+    }
+    tu_stats(&s1);
+    ck_assert_msg(s1.evictions - s0.evictions >= 2 * (len - 4 * TU_MIB) / ps,
+                  "only %llu evictions in two read passes",
+                  (unsigned long long)(s1.evictions - s0.evictions));
+    ck_assert_msg(s1.writebacks == s0.writebacks,
+                  "%llu clean pages written back",
+                  (unsigned long long)(s1.writebacks - s0.writebacks));
+    ck_assert_uint_eq(s1.bytes_written, s0.bytes_written);
+    ck_assert_uint_eq(s1.writebacks, s1.dirty_evictions);
+    ck_assert_uint_eq(s1.bytes_written, s1.writebacks * ps);
+    ck_assert_uint_eq(s1.io_errors, 0);
+}
+END_TEST
+
+/* Exactly the pages written since they were loaded are written back: ten
+ * pages re-dirtied in the first half of the data (with the bytes they
+ * already held) cost ten write-backs once a read pass has pushed them out. */
+START_TEST(test_only_dirty_pages_written)
+{
+    enum { K = 10 };
+    const size_t len = 32 * TU_MIB;
+    struct upager_stats s0, s1;
+
+    tu_env("4M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = upager_aligned_alloc(ps, len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, 43);
+    ck_assert_uint_eq(tu_pattern_check(p, 0, len, 43), (size_t)-1); /* all clean now */
+
+    tu_stats(&s0);
+    for (size_t k = 0; k < K; k++) {
+        size_t off = (k * 23 + 3) * ps + 100; /* pages 3..210 of 512 */
+        p[off] = tu_pattern_byte(off, 43);
+    }
+    size_t bad = tu_pattern_check(p, 0, len, 43);
+    ck_assert_msg(bad == (size_t)-1, "data differs at %zu", bad);
+    tu_stats(&s1);
+    ck_assert_msg(s1.writebacks - s0.writebacks == K,
+                  "%llu write-backs after dirtying %d pages",
+                  (unsigned long long)(s1.writebacks - s0.writebacks), K);
+    ck_assert_uint_eq(s1.bytes_written - s0.bytes_written, K * ps);
+}
+END_TEST
+
+/* The budget holds under random access to six times its size: the
+ * resident bytes sampled along the way and their peak stay within it, so
+ * do the frames the memfd holds, and the process's peak RSS (VmHWM) stays
+ * within its RSS at start + budget + 4 MiB of metadata.  The page size is
+ * the one chosen by default for this budget. */
+START_TEST(test_budget_respected)
+{
+    const size_t budget = 8 * TU_MIB, len = 48 * TU_MIB;
+    struct upager_stats s;
+    uint64_t rng = tu_seed(0xb0d6e7);
+    size_t max_resident = 0;
+    uint64_t max_memfd = 0;
+
+    tu_env("8M", NULL);
+    tu_init();
+    unsigned char *tiny = upager_malloc(16);
+    ck_assert_ptr_nonnull(tiny);
+    tiny[0] = 1;
+    size_t rss0 = tu_rss();
+    if (tu_reset_hwm() != 0)
+        printf("clock: test_budget_respected: cannot reset VmHWM; the bound "
+               "holds for the peak since the process started\n");
+
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, 47);
+    for (int i = 0; i < 20000; i++) {
+        size_t off = tu_below(&rng, len - 64);
+        if (i % 3 == 0)
+            tu_pattern_fill(p + off, off, 64, 47); /* a write of the same data */
+        size_t bad = tu_pattern_check(p + off, off, 64, 47);
+        if (bad != (size_t)-1)
+            ck_abort_msg("seed %#llx: data differs at %zu",
+                         (unsigned long long)tu_seed(0xb0d6e7), off + bad);
+        if (i % 500 == 0) {
+            tu_stats(&s);
+            if (s.resident_bytes > max_resident)
+                max_resident = s.resident_bytes;
+            uint64_t m = tu_memfd_bytes();
+            if (m > max_memfd)
+                max_memfd = m;
+        }
+    }
+    tu_stats(&s);
+    size_t hwm = tu_hwm();
+    ck_assert_uint_eq(s.budget_bytes, budget);
+    ck_assert_uint_le(max_resident, budget);
+    ck_assert_msg(s.peak_resident_bytes <= budget, "peak resident %zu > budget %zu",
+                  s.peak_resident_bytes, budget);
+    ck_assert_uint_ge(s.peak_resident_bytes, budget / 2); /* it was used */
+    ck_assert_msg(max_memfd <= budget + TU_MIB,
+                  "the memfd holds %llu bytes of frames for a budget of %zu",
+                  (unsigned long long)max_memfd, budget);
+    ck_assert_msg(hwm <= rss0 + budget + 4 * TU_MIB,
+                  "VmHWM %zu KiB > RSS at start %zu KiB + budget %zu KiB + 4 MiB",
+                  hwm >> 10, rss0 >> 10, budget >> 10);
+}
+END_TEST
+
+Suite *clock_suite(void)
+{
+    Suite *s = suite_create("clock");
+    TCase *tc;
+
+    tc = tcase_create("clock");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_hot_set_survives_scan);
+    tcase_add_test(tc, test_clean_pages_not_written);
+    tcase_add_test(tc, test_only_dirty_pages_written);
+    tcase_add_test(tc, test_budget_respected);
+    suite_add_tcase(s, tc);
+
+    return s;
+}

@@ -1,0 +1,399 @@
+/*
+ * check_fault.c - the fault path: what it resolves and what it must not.
+ *
+ * Faults on live memory are resolved (fresh pages read as zeros, a page
+ * comes in read-only and its first write is a fault of its own); faults
+ * that would crash without the library still crash with SIGSEGV: outside
+ * the arena, on a freed large block, on a slab given back, on arena pages
+ * that never held anything.  Inside the arena the death is preceded by
+ * exactly one diagnostic line naming the address.
+ *
+ * Copyright (C) 2026 the upager authors.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check_suites.h"
+#include "testutil.h"
+
+static void setup_env(void)
+{
+    tu_env("4M", "65536");
+}
+
+static unsigned char read_byte(const void *p)
+{
+    return *(const volatile unsigned char *)p;
+}
+
+/* ---- genuine faults end the process --------------------------------- */
+
+/* A NULL dereference still ends with SIGSEGV once the handler is in. */
+START_TEST(test_null_deref)
+{
+    setup_env();
+    tu_init();
+    void *p = upager_malloc(100);
+    volatile uintptr_t null_address = 0;
+    ck_assert_ptr_nonnull(p);
+    read_byte((void *)null_address);
+}
+END_TEST
+
+/* A fault on memory the program mapped itself, outside the arena, is not
+ * the library's: SIGSEGV. */
+START_TEST(test_outside_arena)
+{
+    setup_env();
+    tu_init();
+    void *q = mmap(NULL, 65536, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(q, MAP_FAILED);
+    read_byte((char *)q + 100);
+}
+END_TEST
+
+/* Reading a freed large block, still resident when freed: SIGSEGV. */
+START_TEST(test_freed_large)
+{
+    setup_env();
+    char *p = upager_malloc(2 * TU_MIB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, 2 * TU_MIB);
+    upager_free(p);
+    read_byte(p);
+}
+END_TEST
+
+/* Writing a freed large block whose pages had gone to the store: SIGSEGV,
+ * not a page loaded back. */
+START_TEST(test_freed_large_evicted)
+{
+    setup_env();
+    char *p = upager_malloc(16 * TU_MIB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, 16 * TU_MIB); /* four times the budget: the start is evicted */
+    upager_free(p);
+    p[0] = 2;
+}
+END_TEST
+
+/* An arena address far past the only allocation, which never held any
+ * allocation: SIGSEGV, not a zero-filled page. */
+START_TEST(test_never_allocated)
+{
+    setup_env();
+    char *p = upager_malloc(TU_MIB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, TU_MIB);
+    read_byte(p + 64 * TU_MIB);
+}
+END_TEST
+
+/* The page right after a large block (the only allocation), inside the
+ * arena: SIGSEGV.  The block's own last usable byte is fine. */
+START_TEST(test_past_large_end)
+{
+    setup_env();
+    size_t ps = tu_init();
+    char *p = upager_aligned_alloc(ps, 8 * ps);
+    ck_assert_ptr_nonnull(p);
+    size_t usable = upager_usable_size(p);
+    ck_assert_uint_ge(usable, 8 * ps);
+    p[usable - 1] = 1;
+    ck_assert_int_eq(read_byte(p + usable - 1), 1);
+    read_byte(p + (usable + ps - 1) / ps * ps + ps / 2);
+}
+END_TEST
+
+/* Many small blocks of one size fill whole slabs; once all are freed the
+ * allocator gives slabs back, and touching one of them is SIGSEGV.  (At
+ * most a few empty slabs may be kept for reuse; reading every block finds
+ * one that was given back.) */
+START_TEST(test_freed_slab)
+{
+    enum { SIZE = 64, N = 64 * 65536 / SIZE }; /* 64 pages of 64K */
+    char **p = malloc(N * sizeof *p);
+
+    setup_env();
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < N; i++) {
+        p[i] = upager_malloc(SIZE);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], 0x5C, SIZE);
+    }
+    for (int i = 0; i < N; i++)
+        upager_free(p[i]);
+    for (int i = 0; i < N; i++)
+        read_byte(p[i]);
+    ck_abort_msg("no freed slab faulted: empty slabs are not given back");
+}
+END_TEST
+
+/* ---- the diagnostic line ---------------------------------------------- */
+
+struct bad_access {
+    int kind;                 /* which access: see bad_access_child  */
+    volatile uintptr_t *addr; /* shared with the parent: the address */
+    const char *path;         /* a file, for kind 3                  */
+};
+
+static void bad_access_child(void *arg)
+{
+    struct bad_access *b = arg;
+    char *p;
+
+    switch (b->kind) {
+    case 0: /* a freed large block */
+        p = upager_malloc(2 * TU_MIB);
+        if (p == NULL)
+            _exit(3);
+        memset(p, 1, 2 * TU_MIB);
+        upager_free(p);
+        *b->addr = (uintptr_t)(p + 4096);
+        read_byte(p + 4096);
+        break;
+    case 1: /* arena memory that never held anything */
+        p = upager_malloc(TU_MIB);
+        if (p == NULL)
+            _exit(3);
+        p += 64 * TU_MIB + 12345;
+        *b->addr = (uintptr_t)p;
+        read_byte(p);
+        break;
+    case 2: /* outside the arena */
+        p = upager_malloc(TU_MIB);
+        if (p == NULL)
+            _exit(3);
+        p = mmap(NULL, 65536, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            _exit(4);
+        *b->addr = (uintptr_t)p;
+        read_byte(p);
+        break;
+    case 3: /* a write to a read-only file mapping */
+        p = upager_map_file(b->path, 0, UPAGER_MAP_READ);
+        if (p == NULL)
+            _exit(3);
+        p += 70000;
+        *b->addr = (uintptr_t)p;
+        *(volatile char *)p = 1;
+        break;
+    }
+    _exit(5); /* survived the access */
+}
+
+/* Runs a bad access of the given kind in a child; asserts it died of
+ * SIGSEGV; returns its stderr and the address it touched. */
+static char *bad_access(int kind, uintptr_t *addr)
+{
+    struct bad_access b = { kind, tu_shared_alloc(4096), NULL };
+    char *err;
+    int status;
+
+    setup_env();
+    if (kind == 3)
+        b.path = tu_make_file("rodiag", 200000, 5);
+    status = tu_run_child(bad_access_child, &b, &err);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+                  "kind %d: child status %#x, expected death by SIGSEGV; stderr: %s",
+                  kind, (unsigned)status, err);
+    *addr = *b.addr;
+    ck_assert_uint_ne(*addr, 0);
+    if (b.path != NULL)
+        unlink(b.path);
+    return err;
+}
+
+/* A freed large block: death by SIGSEGV after exactly one line from the
+ * library, which names the faulting address (not two: libsigsegv calls
+ * the handler again with serious=1). */
+START_TEST(test_diag_freed_large)
+{
+    uintptr_t a;
+    char *err = bad_access(0, &a);
+
+    ck_assert_msg(tu_count_lines(err) == 1 && tu_count_prefix(err, "upager: ") == 1,
+                  "expected one diagnostic line, got:\n%s", err);
+    ck_assert_msg(tu_mentions_address(err, a), "the line does not name %#lx: %s",
+                  (unsigned long)a, err);
+    free(err);
+}
+END_TEST
+
+/* Arena memory that never held anything: the same. */
+START_TEST(test_diag_never_allocated)
+{
+    uintptr_t a;
+    char *err = bad_access(1, &a);
+
+    ck_assert_msg(tu_count_lines(err) == 1 && tu_count_prefix(err, "upager: ") == 1,
+                  "expected one diagnostic line, got:\n%s", err);
+    ck_assert_msg(tu_mentions_address(err, a), "the line does not name %#lx: %s",
+                  (unsigned long)a, err);
+    free(err);
+}
+END_TEST
+
+/* A write to a read-only file mapping: the same. */
+START_TEST(test_diag_readonly_mapping)
+{
+    uintptr_t a;
+    char *err = bad_access(3, &a);
+
+    ck_assert_msg(tu_count_lines(err) == 1 && tu_count_prefix(err, "upager: ") == 1,
+                  "expected one diagnostic line, got:\n%s", err);
+    ck_assert_msg(tu_mentions_address(err, a), "the line does not name %#lx: %s",
+                  (unsigned long)a, err);
+    free(err);
+}
+END_TEST
+
+/* Outside the arena the library stays silent: the fault is not its own. */
+START_TEST(test_diag_outside_arena_silent)
+{
+    uintptr_t a;
+    char *err = bad_access(2, &a);
+
+    ck_assert_msg(tu_count_prefix(err, "upager:") == 0,
+                  "the library spoke about a fault outside its arena: %s", err);
+    free(err);
+}
+END_TEST
+
+/* ---- faults that are resolved ------------------------------------------ */
+
+/* Fresh memory reads as zeros, even when it is four times the budget, and
+ * writing after reading keeps the written data, through the store. */
+START_TEST(test_fresh_reads_zero)
+{
+    const size_t len = 16 * TU_MIB;
+    static const unsigned char zero[4096];
+
+    tu_env("4M", "65536");
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    for (size_t off = 0; off < len; off += sizeof zero)
+        ck_assert_msg(memcmp(p + off, zero, sizeof zero) == 0,
+                      "fresh memory not zero near offset %zu", off);
+    tu_pattern_fill(p, 0, len, 21);
+    size_t bad = tu_pattern_check(p, 0, len, 21);
+    ck_assert_msg(bad == (size_t)-1, "data differs at %zu", bad);
+
+    /* A second fresh block, after the store has been used. */
+    unsigned char *q = upager_malloc(len);
+    ck_assert_ptr_nonnull(q);
+    for (size_t off = 0; off < len; off += sizeof zero)
+        ck_assert_msg(memcmp(q + off, zero, sizeof zero) == 0,
+                      "second fresh block not zero near offset %zu", off);
+    ck_assert_uint_eq(tu_pattern_check(p, 0, len, 21), (size_t)-1);
+}
+END_TEST
+
+/* A page comes in read-only: reading fresh pages faults once per page and
+ * reads nothing from the store; the first write to each is one more fault;
+ * after that, within the budget, the pages are accessed without faults. */
+START_TEST(test_read_then_write)
+{
+    struct upager_stats s0, s1, s2, s3;
+    const size_t pages = 16;
+
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "0");
+    size_t ps = tu_init();
+    unsigned char *p = upager_aligned_alloc(ps, pages * ps);
+    ck_assert_ptr_nonnull(p);
+
+    tu_stats(&s0);
+    for (size_t i = 0; i < pages; i++)
+        ck_assert_int_eq(read_byte(p + i * ps + 7), 0);
+    tu_stats(&s1);
+    ck_assert_uint_ge(s1.faults - s0.faults, pages);
+    ck_assert_uint_eq(s1.major_faults, s0.major_faults); /* nothing to read */
+    ck_assert_uint_eq(s1.bytes_read, s0.bytes_read);
+
+    for (size_t i = 0; i < pages; i++)
+        p[i * ps + 7] = (unsigned char)(i + 1);
+    tu_stats(&s2);
+    ck_assert_msg(s2.faults - s1.faults >= pages,
+                  "first writes to read-only pages: %llu faults for %zu pages",
+                  (unsigned long long)(s2.faults - s1.faults), pages);
+
+    for (size_t i = 0; i < pages; i++) {
+        ck_assert_int_eq(read_byte(p + i * ps + 7), i + 1);
+        p[i * ps + 8] = 1;
+    }
+    tu_stats(&s3);
+    ck_assert_uint_eq(s3.faults, s2.faults);
+    ck_assert_uint_eq(s3.writebacks, 0);
+    ck_assert_uint_eq(s3.evictions, 0);
+    ck_assert_uint_eq(s3.resident_bytes, pages * ps);
+}
+END_TEST
+
+/* Data written, evicted and read back comes from the store (major faults
+ * and bytes_read grow) and is intact. */
+START_TEST(test_round_trip_through_store)
+{
+    struct upager_stats s0, s1;
+    const size_t len = 32 * TU_MIB;
+
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "0");
+    size_t ps = tu_init();
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, 31);
+    tu_stats(&s0);
+    size_t bad = tu_pattern_check(p, 0, len, 31);
+    ck_assert_msg(bad == (size_t)-1, "data differs at %zu", bad);
+    tu_stats(&s1);
+    /* All but the pages still resident came back from the store. */
+    ck_assert_uint_ge(s1.major_faults - s0.major_faults, (len - 4 * TU_MIB) / ps);
+    ck_assert_uint_ge(s1.bytes_read - s0.bytes_read, len - 4 * TU_MIB);
+    ck_assert_uint_ge(s0.writebacks, (len - 4 * TU_MIB) / ps);
+    ck_assert_uint_eq(s1.io_errors, 0);
+}
+END_TEST
+
+Suite *fault_suite(void)
+{
+    Suite *s = suite_create("fault");
+    TCase *tc;
+
+    tc = tcase_create("genuine");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test_raise_signal(tc, test_null_deref, SIGSEGV);
+    tcase_add_test_raise_signal(tc, test_outside_arena, SIGSEGV);
+    tcase_add_test_raise_signal(tc, test_freed_large, SIGSEGV);
+    tcase_add_test_raise_signal(tc, test_freed_large_evicted, SIGSEGV);
+    tcase_add_test_raise_signal(tc, test_never_allocated, SIGSEGV);
+    tcase_add_test_raise_signal(tc, test_past_large_end, SIGSEGV);
+    tcase_add_test_raise_signal(tc, test_freed_slab, SIGSEGV);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("diagnostic");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_diag_freed_large);
+    tcase_add_test(tc, test_diag_never_allocated);
+    tcase_add_test(tc, test_diag_readonly_mapping);
+    tcase_add_test(tc, test_diag_outside_arena_silent);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("resolved");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_fresh_reads_zero);
+    tcase_add_test(tc, test_read_then_write);
+    tcase_add_test(tc, test_round_trip_through_store);
+    suite_add_tcase(s, tc);
+
+    return s;
+}
