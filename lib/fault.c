@@ -162,6 +162,28 @@ static void read_ahead(size_t page)
     }
 }
 
+/* With UPAGER_ADVICE_SEQUENTIAL the pages well behind a sequential fault
+ * will not be wanted again soon: evict them now (evict behind), so that
+ * a scan does not push out the rest of the resident set.  Pages that are
+ * busy or pinned are left to the clock.  Precondition: no lock held. */
+static void evict_behind(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    size_t lag = 2 * (size_t)(g->readahead ? g->readahead : 1);
+    if (!(p->flags & PF_SEQ) || page < 2 * lag)
+        return;
+    for (size_t i = page - 2 * lag; i < page - lag; i++) {
+        struct upager__page *q = PG(i);
+        if (q->state != PAGE_RESIDENT || q->owner != p->owner || !(q->flags & PF_SEQ) ||
+            !upager__trylock(&q->lock))
+            continue;
+        if (q->owner == p->owner)
+            upager__evict_locked(i);
+        upager__unlock(&q->lock);
+    }
+}
+
 /* ---- the handler ---------------------------------------------------- */
 
 static void genuine(const void *addr, const char *why)
@@ -211,8 +233,10 @@ static int fault(void *addr)
             return 0;
         }
         atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-        if (major)
+        if (major) {
             read_ahead(page);
+            evict_behind(page);
+        }
         break;
     }
 
