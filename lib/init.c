@@ -284,6 +284,7 @@ static void child_after_fork(void)
     pthread_mutex_init(&init_lock, NULL);
     init_done = false;
     init_error = 0;
+    upager__map_after_fork();
 }
 
 int upager_configure(const char *name, const char *value)

@@ -223,6 +223,9 @@ int upager__frame_fill(size_t page, const void *buf);       /* memfd write */
 int upager__frame_copy(size_t page, void *buf);             /* memfd read  */
 int upager__read_file(const char *path, char *buf, size_t len);
 
+/* map.c */
+void upager__map_after_fork(void);
+
 /* alloc.c */
 void upager__alloc_init(void);
 

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -282,9 +283,85 @@ int upager_unpin(const void *addr, size_t length)
 
 /* ---- advice --------------------------------------------------------- */
 
+/* WILLNEED is served by a loader thread, started on first use, so that the
+ * caller returns at once; a full queue (or no thread) loads in the caller.
+ * The loader never touches arena memory: it fills frames through the memfd
+ * like the fault path. */
+#define WQ_LEN 64
+
+static pthread_mutex_t wq_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wq_cond = PTHREAD_COND_INITIALIZER;
+static struct { size_t first, end; } wq[WQ_LEN];
+static size_t wq_head, wq_count;
+static int wq_thread; /* 0 not started, 1 running, -1 could not start */
+
+/* Loads the STORED pages of [first, end), at most half the budget of them:
+ * more would only push out the first ones.  Precondition: no lock held. */
+static void load_range(size_t first, size_t end)
+{
+    size_t loaded = 0;
+    for (size_t i = first; i < end && loaded < upager__g.limit / 2; i++) {
+        struct upager__page *p = PG(i);
+        upager__lock(&p->lock);
+        if (p->state == PAGE_STORED && upager__page_in_locked(i, false) == 0)
+            loaded++;
+        upager__unlock(&p->lock);
+    }
+}
+
+static void *loader(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&wq_lock);
+        while (wq_count == 0)
+            pthread_cond_wait(&wq_cond, &wq_lock);
+        size_t first = wq[wq_head].first, end = wq[wq_head].end;
+        wq_head = (wq_head + 1) % WQ_LEN;
+        wq_count--;
+        pthread_mutex_unlock(&wq_lock);
+        load_range(first, end);
+    }
+    return NULL;
+}
+
+static void will_need(size_t first, size_t end)
+{
+    pthread_mutex_lock(&wq_lock);
+    if (wq_thread == 0) {
+        /* The loader takes no signals: they stay with the program's threads. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_t t;
+        wq_thread = pthread_create(&t, NULL, loader, NULL) == 0 ? 1 : -1;
+        if (wq_thread == 1)
+            pthread_detach(t);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    if (wq_thread == 1 && wq_count < WQ_LEN) {
+        wq[(wq_head + wq_count) % WQ_LEN].first = first;
+        wq[(wq_head + wq_count) % WQ_LEN].end = end;
+        wq_count++;
+        pthread_cond_signal(&wq_cond);
+        pthread_mutex_unlock(&wq_lock);
+        return;
+    }
+    pthread_mutex_unlock(&wq_lock);
+    load_range(first, end);
+}
+
+void upager__map_after_fork(void)
+{
+    /* The loader thread does not exist in the child. */
+    pthread_mutex_init(&wq_lock, NULL);
+    pthread_cond_init(&wq_cond, NULL);
+    wq_head = wq_count = 0;
+    wq_thread = 0;
+}
+
 int upager_advise(const void *addr, size_t length, int advice)
 {
-    struct upager__global *g = &upager__g;
     int err = upager__ensure_init();
     if (err)
         return err;
@@ -293,7 +370,10 @@ int upager_advise(const void *addr, size_t length, int advice)
         return err;
     if (advice < UPAGER_ADVICE_NORMAL || advice > UPAGER_ADVICE_DONTNEED)
         return EINVAL;
-    size_t loaded = 0;
+    if (advice == UPAGER_ADVICE_WILLNEED) {
+        will_need(first, end);
+        return 0;
+    }
     for (size_t i = first; i < end; i++) {
         struct upager__page *p = PG(i);
         upager__lock(&p->lock);
@@ -310,14 +390,6 @@ int upager_advise(const void *addr, size_t length, int advice)
             break;
         case UPAGER_ADVICE_RANDOM:
             p->flags = (uint8_t)((p->flags & ~PF_SEQ) | PF_RANDOM);
-            break;
-        case UPAGER_ADVICE_WILLNEED:
-            /* Load, but never more than half the budget: the rest would
-             * only push out what was loaded first. */
-            if (p->state == PAGE_STORED && loaded < g->limit / 2) {
-                if (upager__page_in_locked(i, false) == 0)
-                    loaded++;
-            }
             break;
         case UPAGER_ADVICE_DONTNEED: {
             int e = upager__evict_locked(i);
