@@ -347,6 +347,7 @@ size_t upager__frame_get(size_t page)
 {
     struct upager__global *g = &upager__g;
     struct batch b;
+    unsigned idle = 0;
     upager__lock(&g->clock_lock);
     for (;;) {
         if (g->used < g->limit && g->nfree) {
@@ -357,7 +358,8 @@ size_t upager__frame_get(size_t page)
         find_victims(&b);
         if (b.n == 0) {
             upager__unlock(&g->clock_lock);
-            say_all_pinned();
+            if (++idle == 1000) /* a second: not a passing moment */
+                say_all_pinned();
             nap(1000);
             upager__lock(&g->clock_lock);
             continue;

@@ -15,8 +15,9 @@
  *            hole reads as zeros                                 (minor)
  *   STORED   take a frame, read the store into an I/O buffer, write it
  *            into the frame through the memfd while the page is still
- *            PROT_NONE, then open it PROT_READ; read ahead when the faults
- *            run sequentially                                    (major)
+ *            PROT_NONE, then open it PROT_READ; when the faults run
+ *            sequentially the following pages come in the same read,
+ *            write and mprotect (read-ahead)                     (major)
  *   RESIDENT cooled: set PF_REF, restore the protection          (soft)
  *            readable and clean: the access was a write; set PF_DIRTY and
  *            open it PROT_READ|PROT_WRITE.  On a read-only mapping that is a
@@ -77,29 +78,77 @@ void upager__bounce_put(char *b)
 
 /* ---- page-in -------------------------------------------------------- */
 
-/* Reads a STORED page into its frame.  Precondition: page lock held, the
- * page has a frame slot and is PROT_NONE. */
-static int load_frame(size_t page)
+#define RUN_MAX 64 /* pages loaded by one read */
+
+/* Loads `page` (STORED, locked by the caller) together with up to n - 1
+ * pages that follow it in the same allocation or mapping, are STORED and
+ * can be locked at once: one read from the store, one write into the
+ * frames through the memfd, one mprotect.  Until that mprotect the pages
+ * are PROT_NONE, so no thread sees them half-filled.  Returns 0 or the
+ * errno for `page`; the pages that follow are just left unloaded on error.
+ * Precondition: the caller holds the lock of `page` only. */
+static int load_run(size_t page, size_t n)
 {
     struct upager__global *g = &upager__g;
-    uint64_t off;
-    size_t len;
+    struct upager__page *p = PG(page);
+    size_t ps = g->page_size;
+    size_t max_run = g->bounce_size / ps;
+    uint32_t frames[RUN_MAX];
+    if (n > max_run)
+        n = max_run;
+    if (n < 1)
+        n = 1;
+    size_t run = 1;
+    while (run < n && page + run < g->npages) {
+        struct upager__page *q = PG(page + run);
+        if (q->state != PAGE_STORED || q->owner != p->owner || !upager__trylock(&q->lock))
+            break;
+        if (q->state != PAGE_STORED || q->owner != p->owner || q->kind != p->kind) {
+            upager__unlock(&q->lock);
+            break;
+        }
+        run++;
+    }
+    for (size_t i = 0; i < run; i++)
+        frames[i] = (uint32_t)upager__frame_get(page + i);
+
+    uint64_t off, off_last;
+    size_t len, len_last;
     struct upager__store *s = upager__page_store(page, &off, &len);
+    upager__page_store(page + run - 1, &off_last, &len_last);
+    size_t total = (size_t)(off_last - off) + len_last; /* bytes the store has */
     char *b = upager__bounce_get();
     int err = 0;
-    if (len)
-        err = s->ops->read(s, b, s->direct ? g->page_size : len, off);
+    if (total)
+        err = s->ops->read(s, b, s->direct ? run * ps : total, off);
     if (!err) {
-        if (len < g->page_size && !s->direct)
-            memset(b + len, 0, g->page_size - len);
-        err = upager__frame_fill(page, b);
+        if (total < run * ps && !s->direct)
+            memset(b + total, 0, run * ps - total);
+        err = upager__frame_fill(page, b, run);
     }
     upager__bounce_put(b);
+    if (!err)
+        err = upager__protect(page, run, PROT_READ);
     if (err) {
         atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
+        upager__frames_drop(page, run);
+        for (size_t i = 0; i < run; i++)
+            upager__frame_put(frames[i]);
+        for (size_t i = 1; i < run; i++)
+            upager__unlock(&PG(page + i)->lock);
         return err;
     }
-    atomic_fetch_add_explicit(&g->st.bytes_read, len, memory_order_relaxed);
+    for (size_t i = 0; i < run; i++) {
+        struct upager__page *q = PG(page + i);
+        q->state = PAGE_RESIDENT;
+        q->frame = frames[i];
+        q->flags = (uint8_t)((q->flags & ~PF_DIRTY) | PF_REF);
+        if (i)
+            upager__unlock(&q->lock);
+    }
+    atomic_fetch_add_explicit(&g->st.bytes_read, total, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g->st.readahead_pages, run - 1, memory_order_relaxed);
+    seq_next = page + run;
     return 0;
 }
 
@@ -107,59 +156,45 @@ int upager__page_in_locked(size_t page, bool counted)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *p = PG(page);
-    size_t f = upager__frame_get(page);
-    bool major = p->state == PAGE_STORED;
-    int err = major ? load_frame(page) : 0;
-    if (!err)
-        err = upager__protect(page, 1, PROT_READ);
+    if (p->state == PAGE_STORED) {
+        int err = load_run(page, 1);
+        if (!err && counted)
+            atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
+        return err;
+    }
+    size_t f = upager__frame_get(page); /* EMPTY: the memfd hole reads as zeros */
+    int err = upager__protect(page, 1, PROT_READ);
     if (err) {
-        upager__frames_drop(page, 1);
         upager__frame_put(f);
         return err;
     }
     p->state = PAGE_RESIDENT;
     p->frame = (uint32_t)f;
     p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_REF);
-    if (counted && major)
-        atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
     return 0;
 }
 
-/* After a major fault on `page`: when this thread's faults run in order (or
- * the range was advised SEQUENTIAL), load the next pages that are in the
- * store, doubling the window up to the read-ahead limit.  Pages that are
- * busy, resident or empty end the run.  Precondition: no lock held. */
-static void read_ahead(size_t page)
+/* Read-ahead: how many pages to load with a major fault on `page`.  When
+ * this thread's major faults run in order (or the range was advised
+ * SEQUENTIAL) the window doubles up to the read-ahead limit, and never
+ * exceeds a quarter of the budget; otherwise it is one page. */
+static size_t ra_pages(size_t page)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *p = PG(page);
     unsigned max = (unsigned)g->readahead;
-    if (max == 0 || (p->flags & PF_RANDOM))
-        return;
-    if (page == seq_next || (p->flags & PF_SEQ))
+    if (max == 0 || (p->flags & PF_RANDOM)) {
+        seq_window = 0;
+    } else if (page == seq_next || (p->flags & PF_SEQ)) {
         seq_window = seq_window ? (seq_window * 2 > max ? max : seq_window * 2)
                                 : ((p->flags & PF_SEQ) ? max : 1);
-    else
+    } else {
         seq_window = 0;
-    seq_next = page + 1;
-    if (seq_window == 0)
-        return;
-    /* Never more than a quarter of the budget in flight. */
-    unsigned n = seq_window;
-    if (n > g->limit / 4)
-        n = (unsigned)(g->limit / 4);
-    for (unsigned i = 1; i <= n && page + i < g->npages; i++) {
-        struct upager__page *q = PG(page + i);
-        if (q->state != PAGE_STORED || !upager__trylock(&q->lock))
-            break;
-        int ok = q->state == PAGE_STORED && q->kind == p->kind && q->owner == p->owner &&
-                 upager__page_in_locked(page + i, false) == 0;
-        upager__unlock(&q->lock);
-        if (!ok)
-            break;
-        atomic_fetch_add_explicit(&g->st.readahead_pages, 1, memory_order_relaxed);
-        seq_next = page + i + 1;
     }
+    size_t n = seq_window;
+    if (n > g->limit / 4)
+        n = g->limit / 4;
+    return 1 + n;
 }
 
 /* With UPAGER_ADVICE_SEQUENTIAL the pages well behind a sequential fault
@@ -224,19 +259,21 @@ static int fault(void *addr)
         return 0;
 
     case PAGE_EMPTY:
+        upager__page_in_locked(page, false);
+        upager__unlock(&p->lock);
+        atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
+        break;
+
     case PAGE_STORED: {
-        bool major = p->state == PAGE_STORED;
-        int err = upager__page_in_locked(page, true);
+        int err = load_run(page, ra_pages(page));
         upager__unlock(&p->lock);
         if (err) {
             raise_sigbus(addr, err);
             return 0;
         }
         atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-        if (major) {
-            read_ahead(page);
-            evict_behind(page);
-        }
+        atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
+        evict_behind(page);
         break;
     }
 

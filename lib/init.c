@@ -142,9 +142,15 @@ static int choose_geometry(struct upager__global *g)
         return EINVAL;
     }
     if (budget < ps) {
-        upager__say("UPAGER_BUDGET=%s is smaller than one page (%s): raise it or lower "
-                    "UPAGER_PAGE_SIZE",
-                    upager__fmt_size(a, sizeof a, budget), upager__fmt_size(b, sizeof b, ps));
+        if (c->page_size > sys)
+            upager__say("UPAGER_BUDGET=%s is smaller than one page of UPAGER_PAGE_SIZE=%s: "
+                        "raise the budget or lower the page size",
+                        upager__fmt_size(a, sizeof a, budget),
+                        upager__fmt_size(b, sizeof b, ps));
+        else
+            upager__say("UPAGER_BUDGET=%s is smaller than one page (%s): expected at least %s",
+                        upager__fmt_size(a, sizeof a, budget), upager__fmt_size(b, sizeof b, ps),
+                        upager__fmt_size(d, sizeof d, ps));
         return EINVAL;
     }
     if (c->arena < (uint64_t)ps * 4) {
@@ -220,7 +226,12 @@ static int start(void)
         return err;
     }
     g->readahead = g->cfg.readahead >= 0 ? g->cfg.readahead : UPAGER__RA_AUTO_MAX;
-    g->bounce_size = g->page_size;
+    /* An I/O buffer holds a read-ahead run: the faulting page and the
+     * read-ahead, within 4M (and 64 pages). */
+    size_t run = (size_t)g->readahead + 1;
+    while (run > 1 && (run > 64 || run * g->page_size > ((size_t)4 << 20)))
+        run--;
+    g->bounce_size = run * g->page_size;
     g->bounce = mmap(NULL, g->bounce_size * UPAGER__NBOUNCE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (g->bounce == MAP_FAILED)

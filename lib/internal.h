@@ -219,7 +219,7 @@ struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len
 /* os.c: thin wrappers, each returning 0 or an errno */
 int upager__protect(size_t first, size_t n, int prot);
 int upager__frames_drop(size_t first, size_t n);            /* punch memfd */
-int upager__frame_fill(size_t page, const void *buf);       /* memfd write */
+int upager__frame_fill(size_t page, const void *buf, size_t npages); /* memfd write */
 int upager__frame_copy(size_t page, void *buf);             /* memfd read  */
 int upager__read_file(const char *path, char *buf, size_t len);
 

@@ -39,11 +39,11 @@ int upager__frames_drop(size_t first, size_t n)
     return 0;
 }
 
-/* Writes a page's contents into its frame through the memfd, while the
- * arena page is still inaccessible: nobody can see it half-filled. */
-int upager__frame_fill(size_t page, const void *buf)
+/* Writes the contents of npages pages into their frames through the memfd,
+ * while the arena pages are still inaccessible: nobody sees them half-filled. */
+int upager__frame_fill(size_t page, const void *buf, size_t npages)
 {
-    size_t len = upager__g.page_size, done = 0;
+    size_t len = npages << upager__g.page_shift, done = 0;
     off_t off = (off_t)page << upager__g.page_shift;
     while (done < len) {
         ssize_t n = pwrite(upager__g.memfd, (const char *)buf + done, len - done,
