@@ -335,6 +335,23 @@ static void batch_finish(struct batch *b)
     }
 }
 
+/* One visit of the hand: finds victims and evicts them, dropping clock_lock
+ * for the I/O.  Returns the pages evicted, or -1 when there was no victim.
+ * Precondition: caller holds clock_lock (held again on return). */
+static long evict_some(void)
+{
+    struct upager__global *g = &upager__g;
+    struct batch b;
+    find_victims(&b);
+    if (b.n == 0)
+        return -1;
+    upager__unlock(&g->clock_lock);
+    size_t done = evict_batch(&b);
+    upager__lock(&g->clock_lock);
+    batch_finish(&b);
+    return (long)done;
+}
+
 static void say_all_pinned(void)
 {
     static _Atomic int said;
@@ -346,7 +363,6 @@ static void say_all_pinned(void)
 size_t upager__frame_get(size_t page)
 {
     struct upager__global *g = &upager__g;
-    struct batch b;
     unsigned idle = 0;
     upager__lock(&g->clock_lock);
     for (;;) {
@@ -355,8 +371,8 @@ size_t upager__frame_get(size_t page)
             upager__unlock(&g->clock_lock);
             return f;
         }
-        find_victims(&b);
-        if (b.n == 0) {
+        long done = evict_some();
+        if (done < 0) {
             upager__unlock(&g->clock_lock);
             if (++idle == 1000) /* a second: not a passing moment */
                 say_all_pinned();
@@ -364,10 +380,6 @@ size_t upager__frame_get(size_t page)
             upager__lock(&g->clock_lock);
             continue;
         }
-        upager__unlock(&g->clock_lock);
-        size_t done = evict_batch(&b);
-        upager__lock(&g->clock_lock);
-        batch_finish(&b);
         if (done == 0) {
             /* Write-backs failed: the victims keep their frames.  Take a
              * spare slot beyond the budget if there is one, rather than
@@ -427,13 +439,12 @@ int upager__writeback_locked(size_t page)
 int upager__clock_shrink(size_t limit)
 {
     struct upager__global *g = &upager__g;
-    struct batch b;
     int tries = 0;
     upager__lock(&g->clock_lock);
     g->limit = limit;
     while (g->used > g->limit) {
-        find_victims(&b);
-        if (b.n == 0) {
+        long done = evict_some();
+        if (done < 0) {
             upager__unlock(&g->clock_lock);
             if (++tries > 10000)
                 return EBUSY;
@@ -441,10 +452,6 @@ int upager__clock_shrink(size_t limit)
             upager__lock(&g->clock_lock);
             continue;
         }
-        upager__unlock(&g->clock_lock);
-        size_t done = evict_batch(&b);
-        upager__lock(&g->clock_lock);
-        batch_finish(&b);
         if (done == 0) {
             upager__unlock(&g->clock_lock);
             return EIO;

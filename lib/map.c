@@ -22,10 +22,14 @@
 
 #include "internal.h"
 
-/* Converts [addr, addr+len) to arena pages; EINVAL outside the arena. */
+/* Starts the library if needed and converts [addr, addr+len) to arena
+ * pages; EINVAL outside the arena. */
 static int range_pages(const void *addr, size_t len, size_t *first, size_t *end)
 {
     struct upager__global *g = &upager__g;
+    int err = upager__ensure_init();
+    if (err)
+        return err;
     if (!addr || !IN_ARENA(addr))
         return EINVAL;
     size_t off = (size_t)((const char *)addr - g->base);
@@ -147,10 +151,8 @@ static int sync_pages(size_t first, size_t end)
 
 int upager_sync(const void *addr, size_t length)
 {
-    int err = upager__ensure_init();
-    if (err)
-        return err;
     size_t first, end;
+    int err;
     if ((err = range_pages(addr, length, &first, &end)))
         return err;
     return sync_pages(first, end);
@@ -201,12 +203,10 @@ static void unpin_locked(size_t i)
 int upager_pin(const void *addr, size_t length, int flags)
 {
     struct upager__global *g = &upager__g;
-    int err = upager__ensure_init();
-    if (err)
-        return err;
     size_t first, end;
-    if ((err = range_pages(addr, length, &first, &end)) || (flags & ~UPAGER_PIN_WRITE))
-        return EINVAL;
+    int err = range_pages(addr, length, &first, &end);
+    if (err || (flags & ~UPAGER_PIN_WRITE))
+        return err ? err : EINVAL;
     size_t i;
     for (i = first; i < end; i++) {
         struct upager__page *p = PG(i);
@@ -262,10 +262,8 @@ int upager_pin(const void *addr, size_t length, int flags)
 
 int upager_unpin(const void *addr, size_t length)
 {
-    int err = upager__ensure_init();
-    if (err)
-        return err;
     size_t first, end;
+    int err;
     if ((err = range_pages(addr, length, &first, &end)))
         return err;
     for (size_t i = first; i < end; i++) {
@@ -362,10 +360,8 @@ void upager__map_after_fork(void)
 
 int upager_advise(const void *addr, size_t length, int advice)
 {
-    int err = upager__ensure_init();
-    if (err)
-        return err;
     size_t first, end;
+    int err;
     if ((err = range_pages(addr, length, &first, &end)))
         return err;
     if (advice < UPAGER_ADVICE_NORMAL || advice > UPAGER_ADVICE_DONTNEED)
