@@ -57,8 +57,10 @@ char *upager__bounce_get(void)
         uint32_t m = atomic_load(&g->bounce_free);
         if (m == 0) {
             uint32_t seq = atomic_load(&g->bounce_seq);
+            atomic_fetch_add(&g->bounce_waiters, 1);
             if (atomic_load(&g->bounce_free) == 0)
                 upager__futex_wait(&g->bounce_seq, seq);
+            atomic_fetch_sub(&g->bounce_waiters, 1);
             continue;
         }
         unsigned i = (unsigned)__builtin_ctz(m);
@@ -73,7 +75,8 @@ void upager__bounce_put(char *b)
     unsigned i = (unsigned)((size_t)(b - g->bounce) / g->bounce_size);
     atomic_fetch_or(&g->bounce_free, 1u << i);
     atomic_fetch_add(&g->bounce_seq, 1);
-    upager__futex_wake(&g->bounce_seq, 1);
+    if (atomic_load(&g->bounce_waiters)) /* no system call when nobody waits */
+        upager__futex_wake(&g->bounce_seq, 1);
 }
 
 /* ---- page-in -------------------------------------------------------- */

@@ -172,6 +172,7 @@ struct upager__global {
     size_t bounce_size;
     _Atomic uint32_t bounce_free; /* bit i set: buffer i free               */
     _Atomic uint32_t bounce_seq;  /* bumped on release; waiters sleep on it */
+    _Atomic uint32_t bounce_waiters; /* threads asleep on bounce_seq        */
     int readahead;                /* pages read ahead on sequential faults  */
 
     /* allocator and mappings, guarded by alloc_lock (never the fault path) */
