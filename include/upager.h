@@ -116,8 +116,10 @@ enum {
     UPAGER_ADVICE_DONTNEED    /* evict early; the contents are kept         */
 };
 
-/* Gives advice on the expected use of [addr, addr+length).  Returns 0, or
- * EINVAL (outside the arena, or an unknown advice). */
+/* Gives advice on the expected use of [addr, addr+length).  WILLNEED
+ * starts loading in the background and returns at once.  Returns 0, or
+ * EINVAL (outside the arena, or an unknown advice), EIO/ENOSPC (DONTNEED:
+ * a dirty page could not be written back and stays resident). */
 UPAGER_API int upager_advise(const void *addr, size_t length, int advice);
 
 /* ------------------------------------------------------------------------
@@ -145,7 +147,8 @@ UPAGER_API int upager_init(void);
 /* Changes the budget at run time.  Lowering it evicts down to the new
  * budget before returning.  Returns 0, or EBUSY (below the bytes pinned;
  * the budget is left as it was), EINVAL (below one page, or above what the
- * page size allows under the kernel's mapping limit). */
+ * page size allows under the kernel's mapping limit), EIO/ENOSPC (dirty
+ * pages could not be written back; the budget is left as it was). */
 UPAGER_API int upager_set_budget(size_t bytes);
 
 /* ------------------------------------------------------------------------

@@ -48,7 +48,7 @@
 
 #include "internal.h"
 
-static _Atomic int write_error_said; /* a failed write-back was reported */
+static _Atomic int64_t write_error_said; /* when a failed write-back was last said, +1 */
 
 int upager__clock_init(size_t limit)
 {
@@ -94,15 +94,17 @@ static size_t take_slot(size_t page)
 
 static const char *errname(int err)
 {
+    /* Whole sentences, so that the line is one write(2). */
+#define KEPT ": the page stays in memory, dirty, and is retried (the budget may be exceeded meanwhile)"
     switch (err) {
-    case ENOSPC: return "no space left on device";
-    case EIO: return "input/output error";
-    case EDQUOT: return "disk quota exceeded";
-    case EFBIG: return "file too large";
-    case EROFS: return "read-only file system";
-    case EBADF: return "bad file descriptor";
-    default: return "write error";
+    case ENOSPC: return " (no space left on device)" KEPT;
+    case EIO: return " (input/output error)" KEPT;
+    case EDQUOT: return " (disk quota exceeded)" KEPT;
+    case EFBIG: return " (file too large)" KEPT;
+    case EROFS: return " (read-only file system)" KEPT;
+    default: return " (write error)" KEPT;
     }
+#undef KEPT
 }
 
 struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len)
@@ -137,16 +139,18 @@ static int write_page(size_t page)
     upager__bounce_put(b);
     if (err) {
         atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
-        if (!atomic_exchange(&write_error_said, 1)) {
+        /* One line, and again at most every 10 s while failures go on. */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t last = atomic_load(&write_error_said);
+        if ((last == 0 || now.tv_sec - last >= 10) &&
+            atomic_compare_exchange_strong(&write_error_said, &last, (int64_t)now.tv_sec + 1)) {
             char hex[24];
             upager__say_safe("write-back failed at ", upager__hex(hex, (uintptr_t)PAGE_ADDR(page)),
-                             ": the page stays in memory, dirty, and is retried"
-                             " (the budget may be exceeded meanwhile)");
-            upager__say_safe("the error was: ", errname(err), "");
+                             errname(err));
         }
         return err;
     }
-    atomic_store(&write_error_said, 0);
     atomic_fetch_add_explicit(&g->st.writebacks, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->st.bytes_written, len, memory_order_relaxed);
     return 0;
@@ -441,18 +445,24 @@ int upager__clock_shrink(size_t limit)
     struct upager__global *g = &upager__g;
     int tries = 0;
     upager__lock(&g->clock_lock);
+    size_t old = g->limit;
     g->limit = limit;
     while (g->used > g->limit) {
         long done = evict_some();
         if (done < 0) {
             upager__unlock(&g->clock_lock);
-            if (++tries > 10000)
+            if (++tries > 10000) {
+                upager__lock(&g->clock_lock);
+                g->limit = old;
+                upager__unlock(&g->clock_lock);
                 return EBUSY;
+            }
             nap(1000);
             upager__lock(&g->clock_lock);
             continue;
         }
-        if (done == 0) {
+        if (done == 0) { /* write-backs fail: the budget stays as it was */
+            g->limit = old;
             upager__unlock(&g->clock_lock);
             return EIO;
         }

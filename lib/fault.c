@@ -133,12 +133,14 @@ static int load_run(size_t page, size_t n)
     if (!err)
         err = upager__protect(page, run, PROT_READ);
     if (err) {
-        atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
         upager__frames_drop(page, run);
         for (size_t i = 0; i < run; i++)
             upager__frame_put(frames[i]);
         for (size_t i = 1; i < run; i++)
             upager__unlock(&PG(page + i)->lock);
+        atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
+        if (run > 1) /* perhaps only a read-ahead page is bad: retry alone */
+            return load_run(page, 1);
         return err;
     }
     for (size_t i = 0; i < run; i++) {

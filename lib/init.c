@@ -366,7 +366,7 @@ int upager_set_budget(size_t bytes)
         upager__unlock(&g->clock_lock);
         return EBUSY;
     }
-    if (pages >= g->limit) {
+    if (pages >= g->used) {
         g->limit = pages;
         upager__unlock(&g->clock_lock);
         return 0;
