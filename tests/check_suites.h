@@ -19,5 +19,6 @@ Suite *clock_suite(void);     /* check_clock.c: eviction, dirty pages, budget */
 Suite *integrity_suite(void); /* check_integrity.c: data under threads       */
 Suite *vma_suite(void);       /* check_vma.c: kernel mappings and metadata    */
 Suite *map_suite(void);       /* check_map.c: file mapping, pin, advise      */
+Suite *robust_suite(void);    /* check_robust.c: I/O errors, load, fork, misuse */
 
 #endif /* UPAGER_CHECK_SUITES_H */
