@@ -227,9 +227,15 @@ static int start(void)
     }
     g->readahead = g->cfg.readahead >= 0 ? g->cfg.readahead : UPAGER__RA_AUTO_MAX;
     /* An I/O buffer holds a read-ahead run: the faulting page and the
-     * read-ahead, within 4M (and 64 pages). */
+     * read-ahead, within 64 pages, 4M and 1/128 of the budget or 4 pages
+     * (the buffers are resident memory outside the budget). */
     size_t run = (size_t)g->readahead + 1;
-    while (run > 1 && (run > 64 || run * g->page_size > ((size_t)4 << 20)))
+    size_t cap = (size_t)(g->cfg.budget / 128);
+    if (cap < 4 * g->page_size)
+        cap = 4 * g->page_size;
+    if (cap > ((size_t)4 << 20))
+        cap = (size_t)4 << 20;
+    while (run > 1 && (run > 64 || run * g->page_size > cap))
         run--;
     g->bounce_size = run * g->page_size;
     g->bounce = mmap(NULL, g->bounce_size * UPAGER__NBOUNCE, PROT_READ | PROT_WRITE,
