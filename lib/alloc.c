@@ -109,7 +109,7 @@ static void *small_alloc(unsigned c)
         s = calloc(1, sizeof *s + nwords * sizeof(uint64_t));
         if (!s)
             return NULL;
-        if (upager__space_alloc(1, 0, &s->page) != 0) {
+        if (upager__space_alloc(1, 0, false, &s->page) != 0) {
             free(s);
             return NULL;
         }
@@ -147,7 +147,7 @@ static void *large_alloc(size_t size, size_t align)
     if (!l)
         return NULL;
     l->npages = (size + ps - 1) / ps;
-    if (upager__space_alloc(l->npages, align, &l->first) != 0) {
+    if (upager__space_alloc(l->npages, align, true, &l->first) != 0) {
         free(l);
         return NULL;
     }

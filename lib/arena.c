@@ -1,8 +1,8 @@
 /*
  * arena.c - the reserved arena, its page table, and its address space.
  *
- * The arena is one MAP_SHARED, PROT_NONE, MAP_NORESERVE mapping of a memfd
- * as large as the arena.  The memfd holds the frames: a page is resident
+ * The arena is MAP_SHARED, PROT_NONE, MAP_NORESERVE mappings of memfds, one
+ * per shard of the arena (up to UPAGER__NSHARD).  The memfds hold the frames: a page is resident
  * when its range of the memfd is allocated.  The fault path fills a frame
  * through the memfd's file descriptor while the arena page is still
  * inaccessible, and only then opens the page; so no thread can see a page
@@ -23,29 +23,32 @@
 
 #include "internal.h"
 
-/* Free runs of arena pages below `top`, sorted by address. */
+/* Free runs of arena pages below `top`, sorted by address, per shard. */
 struct run {
     size_t first, n;
     struct run *next;
 };
 
-static struct run *free_runs;
-static size_t top; /* pages at and above are unused */
+static struct shard_space {
+    struct run *free_runs;
+    size_t top; /* pages at and above (to the shard's end) are unused */
+} space[UPAGER__NSHARD];
+static unsigned next_shard; /* where the next spread allocation goes */
 
 int upager__arena_init(void)
 {
     struct upager__global *g = &upager__g;
     size_t ps = g->page_size;
-    size_t bytes = (size_t)((g->cfg.arena + ps - 1) & ~(uint64_t)(ps - 1));
     size_t align = UPAGER__MAX_PAGE; /* so that 2M pages can be huge pages */
+    /* Shards of at least 1G, each a memfd of its own: the kernel serialises
+     * writes and hole punches per file, so faults on allocations in
+     * different shards do not wait for each other there. */
+    unsigned nshard = (unsigned)(g->cfg.arena >> 30);
+    nshard = nshard < 1 ? 1 : nshard > UPAGER__NSHARD ? UPAGER__NSHARD : nshard;
+    size_t slice = (size_t)((g->cfg.arena / nshard + align - 1) & ~(uint64_t)(align - 1));
+    size_t bytes = slice * nshard;
 
-    g->memfd = memfd_create("upager", MFD_CLOEXEC);
-    if (g->memfd < 0)
-        return errno;
-    if (ftruncate(g->memfd, (off_t)bytes) != 0)
-        return errno;
-
-    /* Reserve with room to align, then place the memfd mapping inside. */
+    /* Reserve with room to align, then place the memfd mappings inside. */
     char *r = mmap(NULL, bytes + align, PROT_NONE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r == MAP_FAILED)
@@ -55,10 +58,17 @@ int upager__arena_init(void)
         munmap(r, (size_t)(base - r));
     if (r + bytes + align > base + bytes)
         munmap(base + bytes, (size_t)(r + bytes + align - (base + bytes)));
-    char *m = mmap(base, bytes, PROT_NONE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
-                   g->memfd, 0);
-    if (m == MAP_FAILED)
-        return errno;
+    for (unsigned i = 0; i < nshard; i++) {
+        int fd = memfd_create("upager", MFD_CLOEXEC);
+        if (fd < 0)
+            return errno;
+        g->memfd[i] = fd;
+        if (ftruncate(fd, (off_t)slice) != 0)
+            return errno;
+        if (mmap(base + (size_t)i * slice, slice, PROT_NONE,
+                 MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd, 0) == MAP_FAILED)
+            return errno;
+    }
     /* A child of fork must not reach the parent's frames: it gets no arena. */
     madvise(base, bytes, MADV_DONTFORK);
 
@@ -70,9 +80,14 @@ int upager__arena_init(void)
 
     g->base = base;
     g->npages = bytes / ps;
+    g->nshard = nshard;
+    g->shard_pages = slice / ps;
     g->pages = t;
-    free_runs = NULL;
-    top = 0;
+    for (unsigned i = 0; i < UPAGER__NSHARD; i++) {
+        space[i].free_runs = NULL;
+        space[i].top = (size_t)i * g->shard_pages;
+    }
+    next_shard = 0;
     return 0;
 }
 
@@ -85,10 +100,12 @@ static size_t align_up_page(size_t first, size_t align_bytes)
     return first + ((b - a) >> upager__g.page_shift);
 }
 
-/* First fit over the free runs, then the top.  Caller holds alloc_lock. */
-int upager__space_alloc(size_t n, size_t align_bytes, size_t *out)
+/* First fit over the free runs of one shard, then its top. */
+static int shard_alloc(unsigned sh, size_t n, size_t align_bytes, size_t *out)
 {
-    for (struct run **pp = &free_runs; *pp; pp = &(*pp)->next) {
+    struct shard_space *sp = &space[sh];
+    size_t end = (size_t)(sh + 1) * upager__g.shard_pages;
+    for (struct run **pp = &sp->free_runs; *pp; pp = &(*pp)->next) {
         struct run *r = *pp;
         size_t f = align_up_page(r->first, align_bytes);
         if (f + n > r->first + r->n)
@@ -115,20 +132,37 @@ int upager__space_alloc(size_t n, size_t align_bytes, size_t *out)
         *out = f;
         return 0;
     }
+    size_t top = sp->top;
     size_t f = align_up_page(top, align_bytes);
-    if (f < top || f > upager__g.npages || n > upager__g.npages - f)
+    if (f < top || f > end || n > end - f)
         return ENOMEM;
+    sp->top = f + n;
     if (f > top)
         upager__space_free(top, f - top);
-    top = f + n;
     *out = f;
     return 0;
 }
 
-/* Returns a run to the free list, merging with its neighbours and the top. */
+/* Finds n free pages.  With spread, successive calls start in successive
+ * shards (large allocations and mappings: independent data lands in
+ * different memfds); otherwise shard 0 first.  Caller holds alloc_lock. */
+int upager__space_alloc(size_t n, size_t align_bytes, bool spread, size_t *out)
+{
+    unsigned ns = upager__g.nshard;
+    unsigned start = spread ? next_shard++ % ns : 0;
+    for (unsigned k = 0; k < ns; k++) {
+        if (shard_alloc((start + k) % ns, n, align_bytes, out) == 0)
+            return 0;
+    }
+    return ENOMEM;
+}
+
+/* Returns a run to its shard's free list, merging with its neighbours and
+ * the top. */
 void upager__space_free(size_t first, size_t n)
 {
-    struct run **pp = &free_runs, *prev = NULL;
+    struct shard_space *sp = &space[first / upager__g.shard_pages];
+    struct run **pp = &sp->free_runs, *prev = NULL;
     while (*pp && (*pp)->first < first) {
         prev = *pp;
         pp = &(*pp)->next;
@@ -154,11 +188,11 @@ void upager__space_free(size_t first, size_t n)
         *pp = r;
     }
     /* A run that reaches the top lowers it. */
-    struct run **last = &free_runs;
+    struct run **last = &sp->free_runs;
     while (*last && (*last)->next)
         last = &(*last)->next;
-    if (*last && (*last)->first + (*last)->n == top) {
-        top = (*last)->first;
+    if (*last && (*last)->first + (*last)->n == sp->top) {
+        sp->top = (*last)->first;
         free(*last);
         *last = NULL;
     }

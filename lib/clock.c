@@ -197,7 +197,7 @@ struct batch {
  * and in the frame table (so the hand would come to them next), up to
  * COOL_RUN, with one mprotect.  Precondition: caller holds clock_lock and
  * the lock of `page`, which is RESIDENT, referenced and not pinned; it is
- * unlocked here. */
+ * unlocked here.  clock_lock is dropped around the mprotect. */
 static void cool_run(size_t page, size_t frame)
 {
     struct upager__global *g = &upager__g;
@@ -215,11 +215,15 @@ static void cool_run(size_t page, size_t frame)
         n++;
     }
     g->hand = frame + n >= g->span ? 0 : frame + n; /* the hand passed them */
+    /* The pages are locked: the mprotect needs no clock_lock, and other
+     * threads' faults should not wait for it. */
+    upager__unlock(&g->clock_lock);
     upager__protect(page, n, PROT_NONE);
     for (size_t i = 0; i < n; i++) {
         PG(page + i)->flags &= (uint8_t)~PF_REF;
         upager__unlock(&PG(page + i)->lock);
     }
+    upager__lock(&g->clock_lock);
 }
 
 /* Adds `page` to b when it sits in `frame`, cooled, unpinned and free to

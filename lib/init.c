@@ -31,7 +31,6 @@
 #include "internal.h"
 
 struct upager__global upager__g = {
-    .memfd = -1,
     .alloc_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
@@ -288,14 +287,13 @@ static void child_after_fork(void)
     struct upager__global *g = &upager__g;
     if (!atomic_load(&g->ready))
         return;
-    if (g->memfd >= 0)
-        close(g->memfd);
+    for (unsigned i = 0; i < g->nshard; i++)
+        close(g->memfd[i]);
     g->anon.ops->close(&g->anon);
     for (struct upager__mapping *m = g->mappings; m; m = m->next)
         m->store.ops->close(&m->store);
     struct upager__config keep = g->cfg;
     memset(g, 0, sizeof *g);
-    g->memfd = -1;
     pthread_mutex_init(&g->alloc_lock, NULL);
     (void)keep;
     pthread_mutex_init(&init_lock, NULL);

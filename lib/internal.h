@@ -32,6 +32,7 @@
 #define UPAGER__NBOUNCE 8                        /* I/O buffers, in page units  */
 #define UPAGER__RA_AUTO_MAX 16                   /* automatic read-ahead, pages */
 #define UPAGER__RA_MAX 64                        /* largest UPAGER_READAHEAD    */
+#define UPAGER__NSHARD 8                         /* memfds behind the arena     */
 
 /* ------------------------------------------------------------------------
  * Options (config.c)
@@ -149,7 +150,9 @@ struct upager__global {
     unsigned page_shift;
     char *base;                   /* first arena byte                       */
     size_t npages;                /* arena pages                            */
-    int memfd;                    /* the frames; the arena is its mapping   */
+    int memfd[UPAGER__NSHARD];    /* the frames; the arena maps them        */
+    unsigned nshard;              /* memfds in use                          */
+    size_t shard_pages;           /* arena pages per memfd                  */
     struct upager__page *pages;   /* the page table                         */
     struct upager__store anon;    /* store of allocated memory              */
 
@@ -197,7 +200,7 @@ int upager__ensure_init(void); /* 0, or the errno of a failed start-up */
 
 /* arena.c  (address-space functions: caller holds alloc_lock) */
 int upager__arena_init(void);
-int upager__space_alloc(size_t npages, size_t align_bytes, size_t *first);
+int upager__space_alloc(size_t npages, size_t align_bytes, bool spread, size_t *first);
 void upager__space_free(size_t first, size_t npages);
 void upager__pages_make_live(size_t first, size_t n, int kind, void *owner, int flags);
 void upager__pages_release(size_t first, size_t n, bool discard_store);

@@ -103,7 +103,7 @@ void *upager_map_file(const char *path, size_t length, int flags)
     m->flags = flags;
     m->npages = (length + g->page_size - 1) / g->page_size;
     pthread_mutex_lock(&g->alloc_lock);
-    if (upager__space_alloc(m->npages, 0, &m->first) != 0) {
+    if (upager__space_alloc(m->npages, 0, true, &m->first) != 0) {
         pthread_mutex_unlock(&g->alloc_lock);
         close(fd);
         free(m);

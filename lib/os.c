@@ -25,17 +25,66 @@ int upager__protect(size_t first, size_t n, int prot)
     return 0;
 }
 
+/* The memfd and its offset for a page. */
+static int frame_fd(size_t page, off_t *off)
+{
+    size_t sp = upager__g.shard_pages;
+    *off = (off_t)(page % sp) << upager__g.page_shift;
+    return upager__g.memfd[page / sp];
+}
+
+/* Pages of [first, first+n) that share first's memfd. */
+static size_t in_shard(size_t first, size_t n)
+{
+    size_t left = upager__g.shard_pages - first % upager__g.shard_pages;
+    return n < left ? n : left;
+}
+
 /* Gives the frames of pages [first, first+n) back to the kernel: the memfd
  * range becomes a hole, and every mapping of it loses its entries. */
 int upager__frames_drop(size_t first, size_t n)
 {
-    if (n == 0)
-        return 0;
-    off_t off = (off_t)first << upager__g.page_shift;
-    off_t len = (off_t)n << upager__g.page_shift;
-    if (fallocate(upager__g.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                  len) != 0)
-        return errno;
+    while (n) {
+        size_t k = in_shard(first, n);
+        off_t off;
+        int fd = frame_fd(first, &off);
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                      (off_t)k << upager__g.page_shift) != 0)
+            return errno;
+        first += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Moves len bytes between buf and the frames from `page` on, through the
+ * memfds (pwrite when `in`, else pread; holes read as zeros). */
+static int frame_io(size_t page, char *buf, size_t len, bool in)
+{
+    size_t done = 0;
+    while (done < len) {
+        size_t pg = page + (done >> upager__g.page_shift);
+        off_t off;
+        int fd = frame_fd(pg, &off);
+        size_t within = done & (upager__g.page_size - 1);
+        size_t to_end = ((upager__g.shard_pages - pg % upager__g.shard_pages)
+                         << upager__g.page_shift) - within; /* bytes left in the memfd */
+        size_t chunk = len - done < to_end ? len - done : to_end;
+        off += (off_t)within;
+        ssize_t r = in ? pwrite(fd, buf + done, chunk, off) : pread(fd, buf + done, chunk, off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (r == 0) {
+            if (in)
+                return EIO;
+            memset(buf + done, 0, len - done);
+            break;
+        }
+        done += (size_t)r;
+    }
     return 0;
 }
 
@@ -43,42 +92,14 @@ int upager__frames_drop(size_t first, size_t n)
  * while the arena pages are still inaccessible: nobody sees them half-filled. */
 int upager__frame_fill(size_t page, const void *buf, size_t npages)
 {
-    size_t len = npages << upager__g.page_shift, done = 0;
-    off_t off = (off_t)page << upager__g.page_shift;
-    while (done < len) {
-        ssize_t n = pwrite(upager__g.memfd, (const char *)buf + done, len - done,
-                           off + (off_t)done);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        done += (size_t)n;
-    }
-    return 0;
+    return frame_io(page, (char *)buf, npages << upager__g.page_shift, true);
 }
 
 /* Reads a page's frame through the memfd (the arena page may be
  * inaccessible).  Holes read as zeros. */
 int upager__frame_copy(size_t page, void *buf)
 {
-    size_t len = upager__g.page_size, done = 0;
-    off_t off = (off_t)page << upager__g.page_shift;
-    while (done < len) {
-        ssize_t n = pread(upager__g.memfd, (char *)buf + done, len - done,
-                          off + (off_t)done);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (n == 0) {
-            memset((char *)buf + done, 0, len - done);
-            break;
-        }
-        done += (size_t)n;
-    }
-    return 0;
+    return frame_io(page, buf, upager__g.page_size, false);
 }
 
 /* Reads a small text file (for /proc and /sys); NUL-terminates. */

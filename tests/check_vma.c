@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "check_suites.h"
+#include "internal.h"
 #include "testutil.h"
 
 /* The value a touched page holds at its first byte. */
@@ -200,6 +201,32 @@ START_TEST(test_metadata_grows_with_use)
 }
 END_TEST
 
+/* The arena is several memfds (the kernel serialises writes and hole
+ * punches per file): successive large allocations land in different ones,
+ * and their data pages in and out correctly across the boundary. */
+START_TEST(test_large_allocations_spread)
+{
+    const size_t len = 8 * TU_MIB;
+
+    tu_env("2M", "65536");
+    tu_init();
+    ck_assert_uint_gt(upager__g.nshard, 1);
+    unsigned char *a = upager_malloc(len);
+    unsigned char *b = upager_malloc(len);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    size_t sa = ADDR_PAGE(a) / upager__g.shard_pages;
+    size_t sb = ADDR_PAGE(b) / upager__g.shard_pages;
+    ck_assert_uint_ne(sa, sb);
+    tu_pattern_fill(a, 0, len, 71);
+    tu_pattern_fill(b, 0, len, 72);
+    ck_assert_uint_eq(tu_pattern_check(a, 0, len, 71), (size_t)-1);
+    ck_assert_uint_eq(tu_pattern_check(b, 0, len, 72), (size_t)-1);
+    upager_free(a);
+    upager_free(b);
+}
+END_TEST
+
 Suite *vma_suite(void)
 {
     Suite *s = suite_create("vma");
@@ -210,6 +237,7 @@ Suite *vma_suite(void)
     tcase_add_test(tc, test_random_touches_large_budget);
     tcase_add_test(tc, test_forced_small_pages);
     tcase_add_test(tc, test_metadata_grows_with_use);
+    tcase_add_test(tc, test_large_allocations_spread);
     suite_add_tcase(s, tc);
 
     return s;
