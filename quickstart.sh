@@ -36,29 +36,10 @@ say() { printf '==> %s\n' "$*"; }
 # --- 1. Packages -----------------------------------------------------------
 
 packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check"
+. scripts/packages.sh
 if command -v dpkg-query >/dev/null 2>&1; then
-    missing=
-    for p in $packages; do
-        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-        case $status in
-            *" installed") ;;
-            *) missing="$missing $p" ;;
-        esac
-    done
-    if [ -n "$missing" ]; then
-        if [ "$(id -u)" -eq 0 ]; then
-            say "installing:$missing"
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get update
-            # shellcheck disable=SC2086  # one word per package
-            apt-get install -y --no-install-recommends $missing
-        else
-            echo "quickstart: these packages are missing:$missing" >&2
-            echo "install them as root, then run this again:" >&2
-            echo "    apt-get install$missing" >&2
-            exit 1
-        fi
-    fi
+    # shellcheck disable=SC2086  # one word per package
+    ensure_packages quickstart $packages
 else
     echo "quickstart: not a Debian system: make sure a C compiler, make, autoconf," >&2
     echo "automake, libtool, pkg-config, libsigsegv and Check are installed." >&2

@@ -70,29 +70,9 @@ now() { date +%s; }
 
 packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check"
 case " $stages " in *" fuzz "*) packages="$packages clang libclang-rt-dev" ;; esac
-if command -v dpkg-query >/dev/null 2>&1; then
-    missing=
-    for p in $packages; do
-        case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
-            *" installed") ;;
-            *) missing="$missing $p" ;;
-        esac
-    done
-    if [ -n "$missing" ]; then
-        if [ "$(id -u)" -eq 0 ]; then
-            say "installing:$missing"
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get update
-            # shellcheck disable=SC2086  # one word per package
-            apt-get install -y --no-install-recommends $missing
-        else
-            echo "sanitize: these packages are missing:$missing" >&2
-            echo "install them as root, then run this again:" >&2
-            echo "    apt-get install$missing" >&2
-            exit 1
-        fi
-    fi
-fi
+. "$srcdir/scripts/packages.sh"
+# shellcheck disable=SC2086  # one word per package
+ensure_packages sanitize $packages
 
 # --- 2. A clean copy of the sources -------------------------------------------
 
