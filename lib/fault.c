@@ -236,9 +236,9 @@ static void genuine(const void *addr, const char *why)
 static void raise_sigbus(const void *addr, int err)
 {
     char hex[24];
-    (void)err;
     upager__say_safe("bus error at ", upager__hex(hex, (uintptr_t)addr),
-                     ": the page could not be read from its store");
+                     err == ENOMEM ? ": the page could not be mapped (out of kernel mappings)"
+                                   : ": the page could not be read from its store");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
@@ -263,11 +263,16 @@ static int fault(void *addr)
         genuine(addr, ": no live allocation or mapping there");
         return 0;
 
-    case PAGE_EMPTY:
-        upager__page_in_locked(page, false);
+    case PAGE_EMPTY: {
+        int err = upager__page_in_locked(page, false);
         upager__unlock(&p->lock);
+        if (err) { /* the page cannot be opened: do not loop on it */
+            raise_sigbus(addr, err);
+            return 0;
+        }
         atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
         break;
+    }
 
     case PAGE_STORED: {
         int err = load_run(page, ra_pages(page));
