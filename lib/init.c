@@ -292,10 +292,8 @@ static void child_after_fork(void)
     g->anon.ops->close(&g->anon);
     for (struct upager__mapping *m = g->mappings; m; m = m->next)
         m->store.ops->close(&m->store);
-    struct upager__config keep = g->cfg;
     memset(g, 0, sizeof *g);
     pthread_mutex_init(&g->alloc_lock, NULL);
-    (void)keep;
     pthread_mutex_init(&init_lock, NULL);
     init_done = false;
     init_error = 0;

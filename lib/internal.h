@@ -114,8 +114,6 @@ struct upager__page {
     void *owner;         /* struct slab / large / mapping of alloc.c, map.c  */
 };
 
-#define PAGE_IS_RESIDENT(p) ((p)->state == PAGE_RESIDENT)
-#define PAGE_IS_COOLED(p) (PAGE_IS_RESIDENT(p) && !((p)->flags & PF_REF))
 #define PAGE_IS_LIVE(p) ((p)->state != PAGE_FREE)
 
 /* A file mapping (map.c); the owner of its pages. */
