@@ -213,47 +213,40 @@ static char *bad_access(int kind, uintptr_t *addr)
     return err;
 }
 
-/* A freed large block: death by SIGSEGV after exactly one line from the
- * library, which names the faulting address (not two: libsigsegv calls
- * the handler again with serious=1). */
-START_TEST(test_diag_freed_large)
+/* Makes bad access `kind` (see bad_access) and checks that the library
+ * printed exactly one line, naming the faulting address. */
+static void expect_one_line_naming_address(int kind)
 {
     uintptr_t a;
-    char *err = bad_access(0, &a);
+    char *err = bad_access(kind, &a);
 
     ck_assert_msg(tu_count_lines(err) == 1 && tu_count_prefix(err, "upager: ") == 1,
                   "expected one diagnostic line, got:\n%s", err);
     ck_assert_msg(tu_mentions_address(err, a), "the line does not name %#lx: %s",
                   (unsigned long)a, err);
     free(err);
+}
+
+/* A freed large block: death by SIGSEGV after exactly one line from the
+ * library, which names the faulting address (not two: libsigsegv calls
+ * the handler again with serious=1). */
+START_TEST(test_diag_freed_large)
+{
+    expect_one_line_naming_address(0);
 }
 END_TEST
 
 /* Arena memory that never held anything: the same. */
 START_TEST(test_diag_never_allocated)
 {
-    uintptr_t a;
-    char *err = bad_access(1, &a);
-
-    ck_assert_msg(tu_count_lines(err) == 1 && tu_count_prefix(err, "upager: ") == 1,
-                  "expected one diagnostic line, got:\n%s", err);
-    ck_assert_msg(tu_mentions_address(err, a), "the line does not name %#lx: %s",
-                  (unsigned long)a, err);
-    free(err);
+    expect_one_line_naming_address(1);
 }
 END_TEST
 
 /* A write to a read-only file mapping: the same. */
 START_TEST(test_diag_readonly_mapping)
 {
-    uintptr_t a;
-    char *err = bad_access(3, &a);
-
-    ck_assert_msg(tu_count_lines(err) == 1 && tu_count_prefix(err, "upager: ") == 1,
-                  "expected one diagnostic line, got:\n%s", err);
-    ck_assert_msg(tu_mentions_address(err, a), "the line does not name %#lx: %s",
-                  (unsigned long)a, err);
-    free(err);
+    expect_one_line_naming_address(3);
 }
 END_TEST
 
