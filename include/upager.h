@@ -170,6 +170,8 @@ struct upager_stats {
     size_t   allocated_bytes;     /* live upager_malloc bytes                    */
     uint64_t dirty_evictions;     /* evictions of dirty pages                    */
     uint64_t pinned_bytes;        /* bytes pinned now                            */
+    uint64_t map_errors;          /* mprotect/fallocate calls that failed (e.g.  */
+                                  /* at vm.max_map_count); nothing was lost      */
 };
 
 /* Fills `out` with the current counters.  Returns 0, or EINVAL when out is

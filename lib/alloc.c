@@ -255,16 +255,16 @@ static void block_free(void *ptr)
                                   memory_order_relaxed);
         if (++s->nfree == class_slots[c]) { /* empty: give the page back */
             list_remove(c, s);
-            upager__pages_release(s->page, 1, true);
-            upager__space_free(s->page, 1);
+            if (upager__pages_release(s->page, 1, true) == 0)
+                upager__space_free(s->page, 1);
             free(s);
         } else if (s->nfree == 1) {
             list_push(c, s);
         }
     } else {
         struct large *l = p->owner;
-        upager__pages_release(l->first, l->npages, true);
-        upager__space_free(l->first, l->npages);
+        if (upager__pages_release(l->first, l->npages, true) == 0)
+            upager__space_free(l->first, l->npages);
         atomic_fetch_sub_explicit(&g->st.allocated_bytes, l->npages * g->page_size,
                                   memory_order_relaxed);
         free(l);
@@ -308,8 +308,8 @@ void *upager_realloc(void *ptr, size_t size)
         struct large *l = p->owner;
         size_t keep = (size + g->page_size - 1) / g->page_size;
         if (keep < l->npages) {
-            upager__pages_release(l->first + keep, l->npages - keep, true);
-            upager__space_free(l->first + keep, l->npages - keep);
+            if (upager__pages_release(l->first + keep, l->npages - keep, true) == 0)
+                upager__space_free(l->first + keep, l->npages - keep);
             atomic_fetch_sub_explicit(&g->st.allocated_bytes,
                                       (l->npages - keep) * g->page_size,
                                       memory_order_relaxed);

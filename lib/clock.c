@@ -44,9 +44,17 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+static int prot_of(const struct upager__page *p)
+{
+    return (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ;
+}
 
 static _Atomic int64_t write_error_said; /* when a failed write-back was last said, +1 */
 
@@ -73,10 +81,33 @@ int upager__clock_init(size_t limit)
     return 0;
 }
 
-static void nap(long usec)
+/* Something that may let the clock make progress happened: a frame came
+ * free, a page was unpinned or unlocked by an eviction.  Waiters sleep on
+ * the counter, with a timeout, since a page that was only busy (locked by
+ * a fault) frees up without a signal. */
+static _Atomic uint32_t clock_event;
+static _Atomic uint32_t clock_waiters;
+
+void upager__clock_signal(void)
+{
+    atomic_fetch_add(&clock_event, 1);
+    if (atomic_load(&clock_waiters))
+        upager__futex_wake(&clock_event, INT_MAX);
+}
+
+/* Waits for upager__clock_signal, at most usec.  `seen` is clock_event as
+ * read under clock_lock, before the caller dropped it, so that no signal
+ * is missed.  Precondition: clock_lock not held. */
+static void clock_wait(uint32_t seen, long usec)
 {
     struct timespec ts = {usec / 1000000, (usec % 1000000) * 1000};
-    nanosleep(&ts, NULL);
+    atomic_fetch_add(&clock_waiters, 1);
+    if (atomic_load(&clock_event) == seen) {
+        int saved = errno;
+        syscall(SYS_futex, (uint32_t *)&clock_event, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+        errno = saved;
+    }
+    atomic_fetch_sub(&clock_waiters, 1);
 }
 
 /* Hands out an unused slot to `page`.  Precondition: clock_lock, nfree > 0. */
@@ -159,24 +190,28 @@ static int write_page(size_t page)
 /* Takes a RESIDENT page out of memory, keeping its contents (written back
  * when dirty).  Its frame slot is left to the caller.  Precondition: caller
  * holds the page lock, not clock_lock; the page is not pinned.  On a failed
- * write-back the page stays resident, dirty and accessible as it was. */
+ * write-back or frame drop the page stays resident (cooled: the next access
+ * is a soft fault), and nothing is lost. */
 static int evict_page(size_t page)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *p = PG(page);
-    if (p->flags & PF_REF)
-        upager__protect(page, 1, PROT_NONE);
-    if (p->flags & PF_DIRTY) {
-        int err = write_page(page);
-        if (err) {
-            p->flags |= PF_REF;
-            upager__protect(page, 1, PROT_READ | PROT_WRITE);
+    int err;
+    if (p->flags & PF_REF) { /* stop the program's access first */
+        if ((err = upager__protect(page, 1, PROT_NONE))) {
+            upager__protect(page, 1, prot_of(p));
             return err;
         }
-        p->flags |= PF_INSTORE;
+        p->flags &= (uint8_t)~PF_REF;
+    }
+    if (p->flags & PF_DIRTY) {
+        if ((err = write_page(page)))
+            return err; /* stays resident, dirty and cooled */
+        p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
         atomic_fetch_add_explicit(&g->st.dirty_evictions, 1, memory_order_relaxed);
     }
-    upager__frames_drop(page, 1);
+    if ((err = upager__frames_drop(page, 1)))
+        return err; /* stays resident, clean and cooled */
     p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
     p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY);
     atomic_fetch_add_explicit(&g->st.evictions, 1, memory_order_relaxed);
@@ -188,6 +223,8 @@ static int evict_page(size_t page)
 
 struct batch {
     size_t n;
+    int err;                   /* first write-back or frame-drop error */
+    bool cool_failed;          /* a cooling mprotect failed            */
     size_t page[EVICT_BATCH];  /* locked, RESIDENT, cooled, not pinned */
     size_t frame[EVICT_BATCH];
     bool ok[EVICT_BATCH];      /* evicted; its frame is free          */
@@ -197,8 +234,9 @@ struct batch {
  * and in the frame table (so the hand would come to them next), up to
  * COOL_RUN, with one mprotect.  Precondition: caller holds clock_lock and
  * the lock of `page`, which is RESIDENT, referenced and not pinned; it is
- * unlocked here.  clock_lock is dropped around the mprotect. */
-static void cool_run(size_t page, size_t frame)
+ * unlocked here.  clock_lock is dropped around the mprotect.  Returns
+ * false when the mprotect failed (vm.max_map_count). */
+static bool cool_run(size_t page, size_t frame)
 {
     struct upager__global *g = &upager__g;
     size_t n = 1;
@@ -218,12 +256,19 @@ static void cool_run(size_t page, size_t frame)
     /* The pages are locked: the mprotect needs no clock_lock, and other
      * threads' faults should not wait for it. */
     upager__unlock(&g->clock_lock);
-    upager__protect(page, n, PROT_NONE);
+    /* If the mprotect fails (vm.max_map_count), part of the run may be
+     * PROT_NONE already: the pages stay referenced, which is safe -- an
+     * access there faults and the handler applies the protection again --
+     * whereas a page taken for cooled while still writable could be
+     * evicted under a write. */
+    bool cooled = upager__protect(page, n, PROT_NONE) == 0;
     for (size_t i = 0; i < n; i++) {
-        PG(page + i)->flags &= (uint8_t)~PF_REF;
+        if (cooled)
+            PG(page + i)->flags &= (uint8_t)~PF_REF;
         upager__unlock(&PG(page + i)->lock);
     }
     upager__lock(&g->clock_lock);
+    return cooled;
 }
 
 /* Adds `page` to b when it sits in `frame`, cooled, unpinned and free to
@@ -259,6 +304,8 @@ static void find_victims(struct batch *b)
     size_t max = g->limit / 8;
     max = max < 1 ? 1 : max > EVICT_BATCH ? EVICT_BATCH : max;
     b->n = 0;
+    b->err = 0;
+    b->cool_failed = false;
     for (size_t scanned = 0; span && scanned < 2 * span + 1; scanned++) {
         size_t f = g->hand;
         g->hand = f + 1 >= span ? 0 : f + 1;
@@ -273,7 +320,8 @@ static void find_victims(struct batch *b)
             continue;
         }
         if (p->flags & PF_REF) { /* second chance: cool it */
-            cool_run(pg, f);
+            if (!cool_run(pg, f))
+                b->cool_failed = true;
             continue;
         }
         upager__unlock(&p->lock);
@@ -300,8 +348,12 @@ static size_t evict_batch(struct batch *b)
     for (size_t i = 0; i < b->n; i++) {
         struct upager__page *p = PG(b->page[i]);
         if (p->flags & PF_DIRTY) {
-            if (write_page(b->page[i]) != 0)
+            int err = write_page(b->page[i]);
+            if (err) {
+                if (!b->err)
+                    b->err = err;
                 continue;
+            }
             p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
             atomic_fetch_add_explicit(&g->st.dirty_evictions, 1, memory_order_relaxed);
         }
@@ -316,11 +368,18 @@ static size_t evict_batch(struct batch *b)
         size_t j = i + 1;
         while (j < b->n && b->ok[j] && b->page[j] == b->page[j - 1] + 1)
             j++;
-        upager__frames_drop(b->page[i], j - i);
+        int err = upager__frames_drop(b->page[i], j - i);
         for (size_t k = i; k < j; k++) {
             struct upager__page *p = PG(b->page[k]);
+            if (err) { /* written back, so clean: it stays resident, cooled */
+                b->ok[k] = false;
+                done--;
+                continue;
+            }
             p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
         }
+        if (err && !b->err)
+            b->err = err;
         i = j;
     }
     atomic_fetch_add_explicit(&g->st.evictions, done, memory_order_relaxed);
@@ -344,19 +403,26 @@ static void batch_finish(struct batch *b)
 }
 
 /* One visit of the hand: finds victims and evicts them, dropping clock_lock
- * for the I/O.  Returns the pages evicted, or -1 when there was no victim.
- * Precondition: caller holds clock_lock (held again on return). */
-static long evict_some(void)
+ * for the I/O.  Returns the pages evicted, or -1 when there was no victim;
+ * *err is the first error met: of a write-back or frame drop (the page
+ * stays resident), or ENOMEM when no page could be cooled because mprotect
+ * failed.  Precondition: caller holds clock_lock (held again on return). */
+static long evict_some(int *err)
 {
     struct upager__global *g = &upager__g;
     struct batch b;
     find_victims(&b);
+    *err = b.cool_failed ? ENOMEM : 0;
     if (b.n == 0)
         return -1;
     upager__unlock(&g->clock_lock);
     size_t done = evict_batch(&b);
     upager__lock(&g->clock_lock);
     batch_finish(&b);
+    if (b.err)
+        *err = b.err;
+    if (done)
+        upager__clock_signal();
     return (long)done;
 }
 
@@ -368,39 +434,40 @@ static void say_all_pinned(void)
                          "upager_unpin (or a larger budget)", "", "");
 }
 
-size_t upager__frame_get(size_t page)
+int upager__frame_get(size_t page, size_t *frame)
 {
     struct upager__global *g = &upager__g;
-    unsigned idle = 0;
+    unsigned idle = 0, unmappable = 0;
     upager__lock(&g->clock_lock);
     for (;;) {
         if (g->used < g->limit && g->nfree) {
-            size_t f = take_slot(page);
+            *frame = take_slot(page);
             upager__unlock(&g->clock_lock);
-            return f;
+            return 0;
         }
-        long done = evict_some();
-        if (done < 0) {
-            upager__unlock(&g->clock_lock);
-            if (++idle == 1000) /* a second: not a passing moment */
-                say_all_pinned();
-            nap(1000);
-            upager__lock(&g->clock_lock);
+        int err;
+        long done = evict_some(&err);
+        if (done > 0)
             continue;
-        }
-        if (done == 0) {
-            /* Write-backs failed: the victims keep their frames.  Take a
-             * spare slot beyond the budget if there is one, rather than
-             * stall; else wait and try other pages. */
-            if (g->nfree) {
-                size_t f = take_slot(page);
-                upager__unlock(&g->clock_lock);
-                return f;
-            }
+        if (done < 0 && err == ENOMEM && ++unmappable == 3) {
+            /* Three turns of the hand could cool nothing: the process is
+             * at vm.max_map_count and no room can be made. */
             upager__unlock(&g->clock_lock);
-            nap(10000);
-            upager__lock(&g->clock_lock);
+            return ENOMEM;
         }
+        if (done == 0 && g->nfree) {
+            /* Write-backs failed: the victims keep their frames.  Take a
+             * spare slot beyond the budget rather than stall. */
+            *frame = take_slot(page);
+            upager__unlock(&g->clock_lock);
+            return 0;
+        }
+        uint32_t seen = atomic_load(&clock_event);
+        upager__unlock(&g->clock_lock);
+        if (done < 0 && err != ENOMEM && ++idle == 1000) /* a second, not a moment */
+            say_all_pinned();
+        clock_wait(seen, done < 0 ? 1000 : 10000);
+        upager__lock(&g->clock_lock);
     }
 }
 
@@ -412,6 +479,7 @@ void upager__frame_put(size_t frame)
     g->free_frames[g->nfree++] = frame;
     g->used--;
     upager__unlock(&g->clock_lock);
+    upager__clock_signal();
 }
 
 int upager__evict_locked(size_t page)
@@ -432,9 +500,12 @@ int upager__writeback_locked(size_t page)
     if (p->state != PAGE_RESIDENT || !(p->flags & PF_DIRTY))
         return 0;
     /* Stop further writes first: a write during the copy re-dirties it. */
-    if (p->flags & PF_REF)
-        upager__protect(page, 1, PROT_READ);
-    int err = write_page(page);
+    int err;
+    if ((p->flags & PF_REF) && (err = upager__protect(page, 1, PROT_READ))) {
+        upager__protect(page, 1, PROT_READ | PROT_WRITE);
+        return err;
+    }
+    err = write_page(page);
     if (err) {
         if (p->flags & PF_REF)
             upager__protect(page, 1, PROT_READ | PROT_WRITE);
@@ -447,29 +518,30 @@ int upager__writeback_locked(size_t page)
 int upager__clock_shrink(size_t limit)
 {
     struct upager__global *g = &upager__g;
-    int tries = 0;
     upager__lock(&g->clock_lock);
     size_t old = g->limit;
     g->limit = limit;
     while (g->used > g->limit) {
-        long done = evict_some();
-        if (done < 0) {
-            upager__unlock(&g->clock_lock);
-            if (++tries > 10000) {
-                upager__lock(&g->clock_lock);
-                g->limit = old;
-                upager__unlock(&g->clock_lock);
-                return EBUSY;
-            }
-            nap(1000);
-            upager__lock(&g->clock_lock);
-            continue;
-        }
-        if (done == 0) { /* write-backs fail: the budget stays as it was */
+        if (g->pinned > limit) { /* pinned meanwhile */
             g->limit = old;
             upager__unlock(&g->clock_lock);
-            return EIO;
+            return EBUSY;
         }
+        int err;
+        long done = evict_some(&err);
+        if (done > 0)
+            continue;
+        if (err) { /* write-backs fail, or no room: the budget stays as it was */
+            g->limit = old;
+            upager__unlock(&g->clock_lock);
+            return err;
+        }
+        /* Every candidate is busy (being loaded) or pinned: wait until
+         * a page is unpinned or a frame comes free. */
+        uint32_t seen = atomic_load(&clock_event);
+        upager__unlock(&g->clock_lock);
+        clock_wait(seen, 1000);
+        upager__lock(&g->clock_lock);
     }
     upager__unlock(&g->clock_lock);
     return 0;

@@ -9,22 +9,59 @@
  * process with SIGSEGV; libsigsegv calls it a second time with serious=1
  * before it gives up, and the diagnostic line is printed on the first call.
  *
- * For a live page it takes the page's lock (a thread faulting on a page
- * being loaded sleeps on that lock), then by state:
- *   EMPTY    take a frame (clock.c), open the page PROT_READ: the memfd
- *            hole reads as zeros                                 (minor)
+ * Read or write.  The kernel knows whether the access was a write and says
+ * so in the signal context (x86-64: bit 1 of the page-fault error code;
+ * aarch64: the WnR bit of the ESR record).  libsigsegv passes only the
+ * address, so segv_entry() is installed in front of libsigsegv's own
+ * SIGSEGV action: it reads the access type into a thread-local variable and
+ * calls libsigsegv's action with the same arguments.  Where no context is
+ * to be had (another architecture, or a later sigsegv_install_handler put
+ * libsigsegv back in front), the access is UNKNOWN and a retry rule decides:
+ *
+ *   Every protection change of a page happens under its lock and gives the
+ *   page a new generation (os.c, upager__protect).  When a thread faults on
+ *   a page that its lock shows readable and clean, the access may have been
+ *   a read that raced another thread's load, or a write.  The handler
+ *   records (address, generation) for the thread and lets the instruction
+ *   run again.  If the same thread faults at the same address and finds the
+ *   page readable and clean with the same generation, the page was readable
+ *   during the whole interval in which the second fault happened, and a
+ *   read of a readable page does not fault: the access was a write.  A
+ *   different generation proves nothing, so the rule records again.  Each
+ *   repetition needs a protection change by another thread, so a thread
+ *   makes progress unless the page is contended without end.  (Generations
+ *   are 32 bits from a global counter: a false match needs 2^32 mprotects
+ *   between two faults of one thread.)
+ * Either way a read never marks a page dirty and never counts as a write to
+ * a read-only mapping.
+ *
+ * For a live page the handler takes the page's lock (a thread faulting on a
+ * page being loaded sleeps on that lock), then by state:
+ *   EMPTY    take a frame (clock.c); open the page PROT_READ, or for a write
+ *            PROT_READ|PROT_WRITE and dirty: the memfd hole reads as zeros
+ *                                                                 (minor)
  *   STORED   take a frame, read the store into an I/O buffer, write it
  *            into the frame through the memfd while the page is still
- *            PROT_NONE, then open it PROT_READ; when the faults run
- *            sequentially the following pages come in the same read,
- *            write and mprotect (read-ahead)                     (major)
- *   RESIDENT cooled: set PF_REF, restore the protection          (soft)
- *            readable and clean: the access was a write; set PF_DIRTY and
- *            open it PROT_READ|PROT_WRITE.  On a read-only mapping that is a
- *            genuine fault, once the same thread faults twice in a row at
- *            the same address (the first may be a race with a load).
- *            writable: another thread resolved it meanwhile; retry.
- * A read that fails raises SIGBUS, as the kernel does for a mapped file.
+ *            PROT_NONE, then open it (writable and dirty for a write); when
+ *            the faults run sequentially the following pages come in the
+ *            same read, write and mprotect (read-ahead)           (major)
+ *   RESIDENT cooled: set PF_REF, restore the protection (dirty on a write)
+ *            readable and clean: a write sets PF_DIRTY and opens it
+ *            PROT_READ|PROT_WRITE; on a read-only mapping a write is a
+ *            genuine fault.  A read: another thread opened it meanwhile.
+ *            writable: another thread resolved it meanwhile.
+ *            In the last two cases the protection the flags call for is
+ *            applied again, so that a page left half-protected by a failed
+ *            mprotect over a run cannot make the thread fault forever.
+ *
+ * A protection change that fails (mprotect gives ENOMEM at vm.max_map_count)
+ * leaves the page in a state that loses nothing -- not loaded, or still
+ * resident and clean, or cooled -- counts in map_errors, and the fault that
+ * needed it raises SIGBUS with one line.  A read that fails raises SIGBUS
+ * too, as the kernel does for a mapped file.  SIGBUS goes to the program's
+ * own handler when it has one (si_code BUS_ADRERR, si_addr the faulting
+ * address); with none, or with SIGBUS blocked or ignored, it ends the
+ * process, as a kernel-raised SIGBUS would.
  *
  * The handler calls no malloc, stdio or lock the program could hold: only
  * system calls, the page locks and clock_lock (futexes the library takes
@@ -37,14 +74,21 @@
 #include <sigsegv.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 #define TLS __thread __attribute__((tls_model("initial-exec")))
 
-static TLS const void *ambiguous_addr; /* last fault that was retried      */
+enum { ACCESS_UNKNOWN, ACCESS_READ, ACCESS_WRITE };
+
+static TLS int fault_access;           /* of the fault being handled      */
+static TLS const void *retry_addr;     /* the retry rule: last ambiguous   */
+static TLS uint32_t retry_gen;         /* ... fault and its generation     */
 static TLS const void *declined_addr;  /* last fault that was declined     */
+static struct sigaction segv_next;     /* libsigsegv's own SIGSEGV action  */
 static TLS size_t seq_next;            /* page that would continue a run   */
 static TLS unsigned seq_window;        /* read-ahead pages for this thread */
 
@@ -83,14 +127,54 @@ void upager__bounce_put(char *b)
 
 #define RUN_MAX 64 /* pages loaded by one read */
 
+/* The protection the flags of a resident, referenced page call for. */
+static int prot_of(const struct upager__page *p)
+{
+    return (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ;
+}
+
+/* Opens the frames of pages [page, page+run), filled and still PROT_NONE:
+ * the first page writable when `write`, the others readable.  On failure
+ * the whole run is made PROT_NONE again (a failed mprotect over several
+ * kernel mappings may have changed part of the range; going back to
+ * PROT_NONE only merges mappings, so it does not need a new one).
+ * Precondition: the caller holds the locks of the pages. */
+static int open_run(size_t page, size_t run, bool write)
+{
+    int err;
+    if (write) {
+        err = upager__protect(page, 1, PROT_READ | PROT_WRITE);
+        if (!err && run > 1)
+            err = upager__protect(page + 1, run - 1, PROT_READ);
+    } else {
+        err = upager__protect(page, run, PROT_READ);
+    }
+    if (err)
+        upager__protect(page, run, PROT_NONE);
+    return err;
+}
+
+/* Marks pages [page, page+run) resident in `frames`, referenced, the first
+ * one dirty when `write`.  Precondition: their locks held. */
+static void set_resident(size_t page, size_t run, const uint32_t *frames, bool write)
+{
+    for (size_t i = 0; i < run; i++) {
+        struct upager__page *q = PG(page + i);
+        q->state = PAGE_RESIDENT;
+        q->frame = frames[i];
+        q->flags = (uint8_t)((q->flags & ~PF_DIRTY) | PF_REF | (write && i == 0 ? PF_DIRTY : 0));
+    }
+}
+
 /* Loads `page` (STORED, locked by the caller) together with up to n - 1
  * pages that follow it in the same allocation or mapping, are STORED and
  * can be locked at once: one read from the store, one write into the
- * frames through the memfd, one mprotect.  Until that mprotect the pages
- * are PROT_NONE, so no thread sees them half-filled.  Returns 0 or the
- * errno for `page`; the pages that follow are just left unloaded on error.
+ * frames through the memfd, one mprotect (two for a write).  Until then
+ * the pages are PROT_NONE, so no thread sees them half-filled.  Returns 0
+ * or the errno for `page`; on error every page of the run stays STORED,
+ * and the read-ahead pages are just left unloaded.
  * Precondition: the caller holds the lock of `page` only. */
-static int load_run(size_t page, size_t n)
+static int load_run(size_t page, size_t n, bool write)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *p = PG(page);
@@ -104,7 +188,7 @@ static int load_run(size_t page, size_t n)
     size_t run = 1;
     while (run < n && page + run < g->npages) {
         struct upager__page *q = PG(page + run);
-        if (q->state != PAGE_STORED || q->owner != p->owner || !upager__trylock(&q->lock))
+        if (!upager__page_trylock(page + run))
             break;
         if (q->state != PAGE_STORED || q->owner != p->owner || q->kind != p->kind) {
             upager__unlock(&q->lock);
@@ -112,8 +196,20 @@ static int load_run(size_t page, size_t n)
         }
         run++;
     }
-    for (size_t i = 0; i < run; i++)
-        frames[i] = (uint32_t)upager__frame_get(page + i);
+    for (size_t i = 0; i < run; i++) {
+        size_t f;
+        int e = upager__frame_get(page + i, &f);
+        if (e) { /* no room can be made: load less, or nothing */
+            for (size_t k = i; k < run; k++)
+                if (k)
+                    upager__unlock(&PG(page + k)->lock);
+            if (i == 0)
+                return e;
+            run = i;
+            break;
+        }
+        frames[i] = (uint32_t)f;
+    }
 
     uint64_t off, off_last;
     size_t len, len_last;
@@ -122,6 +218,7 @@ static int load_run(size_t page, size_t n)
     size_t total = (size_t)(off_last - off) + len_last; /* bytes the store has */
     char *b = upager__bounce_get();
     int err = 0;
+    bool io_failed = false;
     if (total)
         err = s->ops->read(s, b, s->direct ? run * ps : total, off);
     if (!err) {
@@ -130,53 +227,58 @@ static int load_run(size_t page, size_t n)
         err = upager__frame_fill(page, b, run);
     }
     upager__bounce_put(b);
-    if (!err)
-        err = upager__protect(page, run, PROT_READ);
+    if (err)
+        io_failed = true;
+    else
+        err = open_run(page, run, write);
     if (err) {
         upager__frames_drop(page, run);
         for (size_t i = 0; i < run; i++)
             upager__frame_put(frames[i]);
         for (size_t i = 1; i < run; i++)
             upager__unlock(&PG(page + i)->lock);
-        atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
+        if (io_failed)
+            atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
         if (run > 1) /* perhaps only a read-ahead page is bad: retry alone */
-            return load_run(page, 1);
+            return load_run(page, 1, write);
         return err;
     }
-    for (size_t i = 0; i < run; i++) {
-        struct upager__page *q = PG(page + i);
-        q->state = PAGE_RESIDENT;
-        q->frame = frames[i];
-        q->flags = (uint8_t)((q->flags & ~PF_DIRTY) | PF_REF);
-        if (i)
-            upager__unlock(&q->lock);
-    }
+    set_resident(page, run, frames, write);
+    for (size_t i = 1; i < run; i++)
+        upager__unlock(&PG(page + i)->lock);
     atomic_fetch_add_explicit(&g->st.bytes_read, total, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->st.readahead_pages, run - 1, memory_order_relaxed);
     seq_next = page + run;
     return 0;
 }
 
-int upager__page_in_locked(size_t page, bool counted)
+/* Gives an EMPTY page (locked by the caller) a frame: the memfd hole reads
+ * as zeros, so there is nothing to load.  Opened readable, or writable and
+ * dirty for a write. */
+static int open_empty(size_t page, bool write)
 {
-    struct upager__global *g = &upager__g;
-    struct upager__page *p = PG(page);
-    if (p->state == PAGE_STORED) {
-        int err = load_run(page, 1);
-        if (!err && counted)
-            atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
+    size_t f;
+    int err = upager__frame_get(page, &f);
+    if (err)
         return err;
-    }
-    size_t f = upager__frame_get(page); /* EMPTY: the memfd hole reads as zeros */
-    int err = upager__protect(page, 1, PROT_READ);
-    if (err) {
+    if ((err = open_run(page, 1, write))) {
         upager__frame_put(f);
         return err;
     }
-    p->state = PAGE_RESIDENT;
-    p->frame = (uint32_t)f;
-    p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_REF);
+    uint32_t f32 = (uint32_t)f;
+    set_resident(page, 1, &f32, write);
     return 0;
+}
+
+int upager__page_in_locked(size_t page, bool counted)
+{
+    struct upager__global *g = &upager__g;
+    if (PG(page)->state == PAGE_EMPTY)
+        return open_empty(page, false);
+    int err = load_run(page, 1, false);
+    if (!err && counted)
+        atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
+    return err;
 }
 
 /* Read-ahead: how many pages to load with a major fault on `page`.  When
@@ -224,7 +326,56 @@ static void evict_behind(size_t page)
     }
 }
 
+
 /* ---- the handler ---------------------------------------------------- */
+
+/* The access type the kernel gives in the signal context of a page fault. */
+static int access_of(const siginfo_t *si, const void *ctx)
+{
+    if (!ctx || si->si_code <= 0) /* sent by kill() or the like, no fault */
+        return ACCESS_UNKNOWN;
+#if defined(__x86_64__)
+    const ucontext_t *uc = ctx;
+    if (uc->uc_mcontext.gregs[REG_TRAPNO] != 14) /* not a page fault */
+        return ACCESS_UNKNOWN;
+    return (uc->uc_mcontext.gregs[REG_ERR] & 2) ? ACCESS_WRITE : ACCESS_READ;
+#elif defined(__aarch64__)
+    /* The kernel appends an ESR record (magic "ESR\x01") to the context. */
+    const ucontext_t *uc = ctx;
+    const unsigned char *r = (const unsigned char *)uc->uc_mcontext.__reserved;
+    size_t off = 0, end = sizeof uc->uc_mcontext.__reserved;
+    while (off + 16 <= end) {
+        uint32_t magic, size;
+        memcpy(&magic, r + off, 4);
+        memcpy(&size, r + off + 4, 4);
+        if (magic == 0 || size < 8)
+            break;
+        if (magic == 0x45535201) {
+            uint64_t esr;
+            memcpy(&esr, r + off + 8, 8);
+            unsigned ec = (unsigned)(esr >> 26) & 0x3f;
+            if (ec != 0x24 && ec != 0x25) /* not a data abort */
+                return ACCESS_UNKNOWN;
+            return (esr & (1u << 6)) ? ACCESS_WRITE : ACCESS_READ; /* WnR */
+        }
+        off += size;
+    }
+    return ACCESS_UNKNOWN;
+#else
+    (void)si;
+    return ACCESS_UNKNOWN;
+#endif
+}
+
+/* In front of libsigsegv's SIGSEGV action: notes the access type for the
+ * handler below, then runs libsigsegv's action with the same arguments. */
+static void segv_entry(int sig, siginfo_t *si, void *ctx)
+{
+    int saved = fault_access;
+    fault_access = access_of(si, ctx);
+    segv_next.sa_sigaction(sig, si, ctx);
+    fault_access = saved;
+}
 
 static void genuine(const void *addr, const char *why)
 {
@@ -233,98 +384,145 @@ static void genuine(const void *addr, const char *why)
     upager__say_safe("segmentation fault at ", upager__hex(hex, (uintptr_t)addr), why);
 }
 
+/* A fault that cannot be served: SIGBUS, as the kernel raises it for a
+ * mapped file it cannot read (BUS_ADRERR at the address).  The program's
+ * handler gets it when there is one and SIGBUS is neither blocked nor
+ * ignored; otherwise, as for a fault the kernel forces, the default action
+ * ends the process.  If the program's handler returns, the access is tried
+ * again.  Precondition: no lock held. */
 static void raise_sigbus(const void *addr, int err)
 {
     char hex[24];
     upager__say_safe("bus error at ", upager__hex(hex, (uintptr_t)addr),
-                     err == ENOMEM ? ": the page could not be mapped (out of kernel mappings)"
-                                   : ": the page could not be read from its store");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    sigaction(SIGBUS, &sa, NULL);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGBUS);
-    sigprocmask(SIG_UNBLOCK, &set, NULL);
-    raise(SIGBUS);
+                     err == ENOMEM
+                         ? ": the page could not be mapped (the process is at vm.max_map_count)"
+                         : ": the page could not be read from its store");
+    struct sigaction cur;
+    sigset_t mask;
+    sigaction(SIGBUS, NULL, &cur);
+    pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    bool handled = (cur.sa_flags & SA_SIGINFO) ? cur.sa_sigaction != NULL
+                                               : cur.sa_handler != SIG_DFL &&
+                                                     cur.sa_handler != SIG_IGN;
+    if (!handled || sigismember(&mask, SIGBUS)) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(SIGBUS, &dfl, NULL);
+        sigset_t bus;
+        sigemptyset(&bus);
+        sigaddset(&bus, SIGBUS);
+        pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGBUS;
+    si.si_code = BUS_ADRERR;
+    si.si_addr = (void *)addr;
+    syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), SIGBUS, &si);
 }
 
-static int fault(void *addr)
+/* Resolves a fault at addr, whose access type is acc.  Returns 1 when the
+ * access may run again, 0 when the fault is genuine. */
+static int fault(void *addr, int acc)
 {
     struct upager__global *g = &upager__g;
     size_t page = ADDR_PAGE(addr);
     struct upager__page *p = PG(page);
+    bool write = acc == ACCESS_WRITE;
+    bool major = false;
+    int err = 0;
 
-    upager__lock(&p->lock);
-    switch (p->state) {
-    case PAGE_FREE:
+    upager__page_lock(page);
+    if (p->state == PAGE_FREE) {
         upager__unlock(&p->lock);
         genuine(addr, ": no live allocation or mapping there");
         return 0;
-
-    case PAGE_EMPTY: {
-        int err = upager__page_in_locked(page, false);
-        upager__unlock(&p->lock);
-        if (err) { /* the page cannot be opened: do not loop on it */
-            raise_sigbus(addr, err);
-            return 0;
-        }
-        atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-        break;
     }
+    if (write && (p->flags & PF_RDONLY)) /* never dirty, never writable */
+        goto read_only;
 
-    case PAGE_STORED: {
-        int err = load_run(page, ra_pages(page));
-        upager__unlock(&p->lock);
-        if (err) {
-            raise_sigbus(addr, err);
-            return 0;
-        }
-        atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
-        evict_behind(page);
+    switch (p->state) {
+    case PAGE_EMPTY:
+        err = open_empty(page, write);
         break;
-    }
+
+    case PAGE_STORED:
+        err = load_run(page, ra_pages(page), write);
+        major = true;
+        break;
 
     case PAGE_RESIDENT:
         if (!(p->flags & PF_REF)) { /* cooled: referenced again */
-            p->flags |= PF_REF;
-            upager__protect(page, 1,
-                            (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ);
-        } else if (p->flags & PF_DIRTY) {
-            upager__unlock(&p->lock); /* resolved by another thread meanwhile */
-            return 1;
-        } else if (p->flags & PF_RDONLY) {
-            /* Readable: a write, or a read that raced with the load. */
-            upager__unlock(&p->lock);
-            if (ambiguous_addr == addr) {
-                ambiguous_addr = NULL;
-                genuine(addr, ": write to a read-only mapping");
-                return 0;
+            uint8_t old = p->flags;
+            p->flags |= (uint8_t)(PF_REF | (write ? PF_DIRTY : 0));
+            if ((err = upager__protect(page, 1, prot_of(p)))) {
+                p->flags = old;
+                upager__protect(page, 1, PROT_NONE);
             }
-            ambiguous_addr = addr;
-            return 1;
-        } else { /* first write */
-            p->flags |= PF_DIRTY;
-            upager__protect(page, 1, PROT_READ | PROT_WRITE);
+            break;
         }
-        upager__unlock(&p->lock);
-        atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
+        if ((p->flags & PF_DIRTY) || acc == ACCESS_READ) {
+            /* Open for this access already: another thread resolved it
+             * meanwhile.  Apply the protection again (a no-op unless a
+             * failed mprotect over a run left this page behind). */
+            err = upager__protect(page, 1, prot_of(p));
+            upager__unlock(&p->lock);
+            if (err)
+                raise_sigbus(addr, err);
+            return 1;
+        }
+        if (acc == ACCESS_UNKNOWN && !(retry_addr == addr && retry_gen == p->gen)) {
+            /* Readable and clean: a read that raced a load, or a write.
+             * Run it again and see (the retry rule, above). */
+            err = upager__protect(page, 1, PROT_READ);
+            retry_addr = addr;
+            retry_gen = p->gen;
+            upager__unlock(&p->lock);
+            if (err)
+                raise_sigbus(addr, err);
+            return 1;
+        }
+        /* A write to a readable, clean page: its first write. */
+        if (p->flags & PF_RDONLY)
+            goto read_only;
+        p->flags |= PF_DIRTY;
+        if ((err = upager__protect(page, 1, PROT_READ | PROT_WRITE))) {
+            p->flags &= (uint8_t)~PF_DIRTY;
+            upager__protect(page, 1, PROT_READ);
+        }
         break;
     }
-    ambiguous_addr = NULL;
+    upager__unlock(&p->lock);
+    retry_addr = NULL;
+    if (err) { /* the page cannot be served: do not loop on it */
+        raise_sigbus(addr, err);
+        return 1;
+    }
+    atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
+    if (major) {
+        atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
+        evict_behind(page);
+    }
     return 1;
+
+read_only:
+    upager__unlock(&p->lock);
+    retry_addr = NULL;
+    genuine(addr, ": write to a read-only mapping");
+    return 0;
 }
 
 static int handler(void *addr, int serious)
 {
+    int acc = fault_access;
+    fault_access = ACCESS_UNKNOWN; /* consumed: a later call without segv_entry guesses */
     if (!atomic_load_explicit(&upager__g.ready, memory_order_acquire) || !IN_ARENA(addr))
         return 0;
     if (serious && declined_addr == addr)
         return 0; /* declined on the first call already */
     int saved = errno;
-    int r = fault(addr);
+    int r = fault(addr, acc);
     errno = saved;
     return r;
 }
@@ -333,5 +531,15 @@ int upager__fault_install(void)
 {
     if (sigsegv_install_handler(handler) < 0)
         return ENOSYS;
+    /* Put segv_entry in front of libsigsegv's action, with its flags and
+     * mask.  If that cannot be done the handler works without the access
+     * type (the retry rule). */
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_sigaction != segv_entry) {
+        segv_next = cur;
+        cur.sa_sigaction = segv_entry;
+        sigaction(SIGSEGV, &cur, NULL);
+    }
     return 0;
 }

@@ -47,34 +47,77 @@ static void config_defaults(struct upager__config *c)
     c->readahead = -1;
 }
 
-/* Physical memory, or the cgroup v2 limit when lower. */
+/* The lowest memory limit of the memory cgroups that hold the process,
+ * ancestors included: cgroup v2 (memory.max) or v1 (memory.limit_in_bytes
+ * of the memory controller's hierarchy).  `cgroups` is the text of
+ * /proc/self/cgroup, `root` where the cgroup file systems are mounted.
+ * UINT64_MAX when no limit applies. */
+uint64_t upager__cgroup_limit(const char *cgroups, const char *root)
+{
+    uint64_t best = UINT64_MAX;
+    const char *line = cgroups;
+    while (line && *line) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char buf[4096];
+        if (len < sizeof buf) {
+            memcpy(buf, line, len);
+            buf[len] = '\0';
+            /* "hierarchy-ID:controller-list:path" */
+            char *c1 = strchr(buf, ':');
+            char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+            const char *dir = NULL, *file = NULL;
+            if (c2 && c2 == c1 + 1 && strncmp(buf, "0:", 2) == 0) {
+                dir = "";                     /* v2: the unified hierarchy */
+                file = "memory.max";
+            } else if (c2) {
+                *c2 = '\0';
+                char *save;
+                for (char *tok = strtok_r(c1 + 1, ",", &save); tok;
+                     tok = strtok_r(NULL, ",", &save))
+                    if (strcmp(tok, "memory") == 0) {
+                        dir = "/memory";      /* v1: the memory controller */
+                        file = "memory.limit_in_bytes";
+                    }
+            }
+            if (dir) {
+                char *path = c2 + 1;
+                /* Walk up from the process's cgroup: every ancestor's
+                 * limit applies. */
+                for (;;) {
+                    char f[4300], v[64];
+                    snprintf(f, sizeof f, "%s%s%s/%s", root, dir,
+                             strcmp(path, "/") == 0 ? "" : path, file);
+                    if (upager__read_file(f, v, sizeof v) == 0 && v[0] >= '0' &&
+                        v[0] <= '9') {
+                        uint64_t lim = strtoull(v, NULL, 10);
+                        if (lim && lim < best)
+                            best = lim;
+                    }
+                    char *slash = strrchr(path, '/');
+                    if (!slash || strcmp(path, "/") == 0)
+                        break;
+                    if (slash == path)
+                        path[1] = '\0'; /* up to the root */
+                    else
+                        *slash = '\0';
+                }
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return best;
+}
+
+/* Physical memory, or the memory cgroup's limit when lower. */
 static uint64_t memory_available(void)
 {
     uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-    char buf[4096], path[4200];
+    char buf[8192];
     if (upager__read_file("/proc/self/cgroup", buf, sizeof buf) == 0) {
-        char *p = strstr(buf, "0::");
-        if (p) {
-            p += 3;
-            char *nl = strchr(p, '\n');
-            if (nl)
-                *nl = '\0';
-            /* Walk up from our cgroup: any ancestor's limit applies. */
-            for (;;) {
-                snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", p);
-                char v[64];
-                if (upager__read_file(path, v, sizeof v) == 0 && v[0] >= '0' &&
-                    v[0] <= '9') {
-                    uint64_t lim = strtoull(v, NULL, 10);
-                    if (lim && lim < phys)
-                        phys = lim;
-                }
-                char *slash = strrchr(p, '/');
-                if (!slash || slash == p)
-                    break;
-                *slash = '\0';
-            }
-        }
+        uint64_t lim = upager__cgroup_limit(buf, "/sys/fs/cgroup");
+        if (lim < phys)
+            phys = lim;
     }
     return phys;
 }
@@ -109,11 +152,13 @@ static int choose_geometry(struct upager__global *g)
     size_t ps = c->page_size;
     if (!ps) {
         /* The smallest page of 64K or more that fits the budget under the
-         * mapping cap, but at least 16 pages in the budget when it is small. */
+         * mapping cap; smaller pages, down to the system's, when the budget
+         * is small, so that it holds UPAGER__AUTO_PAGES pages and small
+         * objects do not each cost 64K of it. */
         ps = UPAGER__MIN_AUTO_PAGE > sys ? UPAGER__MIN_AUTO_PAGE : sys;
         while (ps < UPAGER__MAX_PAGE && budget / ps > max_frames)
             ps *= 2;
-        while (ps > sys && budget / ps < 16)
+        while (ps > sys && budget / ps < UPAGER__AUTO_PAGES)
             ps /= 2;
         if (budget / ps > max_frames) {
             if (budget_forced) {
@@ -140,16 +185,20 @@ static int choose_geometry(struct upager__global *g)
                     upager__fmt_size(buf, sizeof buf, (uint64_t)max_frames * ps));
         return EINVAL;
     }
-    if (budget < ps) {
+    if (budget < (uint64_t)ps * UPAGER__MIN_PAGES) {
+        /* One access may need several pages at once (an unaligned access
+         * spans two, a string instruction four). */
+        upager__fmt_size(d, sizeof d, (uint64_t)ps * UPAGER__MIN_PAGES);
         if (c->page_size > sys)
-            upager__say("UPAGER_BUDGET=%s is smaller than one page of UPAGER_PAGE_SIZE=%s: "
-                        "raise the budget or lower the page size",
-                        upager__fmt_size(a, sizeof a, budget),
-                        upager__fmt_size(b, sizeof b, ps));
+            upager__say("UPAGER_BUDGET=%s is below the minimum of %s (%d pages of "
+                        "UPAGER_PAGE_SIZE=%s): expected at least %s, or a smaller page size",
+                        upager__fmt_size(a, sizeof a, budget), d, UPAGER__MIN_PAGES,
+                        upager__fmt_size(b, sizeof b, ps), d);
         else
-            upager__say("UPAGER_BUDGET=%s is smaller than one page (%s): expected at least %s",
-                        upager__fmt_size(a, sizeof a, budget), upager__fmt_size(b, sizeof b, ps),
-                        upager__fmt_size(d, sizeof d, ps));
+            upager__say("UPAGER_BUDGET=%s is below the minimum of %s (%d pages of %s): "
+                        "expected at least %s",
+                        upager__fmt_size(a, sizeof a, budget), d, UPAGER__MIN_PAGES,
+                        upager__fmt_size(b, sizeof b, ps), d);
         return EINVAL;
     }
     if (c->arena < (uint64_t)ps * 4) {
@@ -361,7 +410,7 @@ int upager_set_budget(size_t bytes)
         return err;
     struct upager__global *g = &upager__g;
     size_t pages = bytes >> g->page_shift;
-    if (pages < 1 || pages > g->nframes)
+    if (pages < UPAGER__MIN_PAGES || pages > g->nframes)
         return EINVAL;
     upager__lock(&g->clock_lock);
     if (pages < g->pinned) {

@@ -111,10 +111,22 @@ struct upager__page {
     uint8_t unused;
     uint32_t pins;       /* upager_pin nesting count; pinned pages stay      */
     uint32_t frame;      /* frame index while PAGE_RESIDENT                  */
+    uint32_t gen;        /* protection generation: new at every mprotect     */
     void *owner;         /* struct slab / large / mapping of alloc.c, map.c  */
 };
 
 #define PAGE_IS_LIVE(p) ((p)->state != PAGE_FREE)
+
+/* What the pages of a group of page-table entries become on first use,
+ * when one allocation or mapping covers the whole group (arena.c). */
+struct upager__group {
+    upager__lock_t lock; /* held to change the descriptor or create entries */
+    uint8_t kind;        /* OWNER_*; OWNER_NONE: the group is not live      */
+    uint8_t state;       /* PAGE_EMPTY or PAGE_STORED                        */
+    uint8_t flags;       /* PF_*                                             */
+    uint8_t touched;     /* an entry was created from this descriptor        */
+    void *owner;
+};
 
 /* A file mapping (map.c); the owner of its pages. */
 struct upager__mapping {
@@ -134,6 +146,7 @@ struct upager__stats_counters {
     _Atomic uint64_t faults, major_faults, evictions, writebacks, dirty_evictions;
     _Atomic uint64_t bytes_read, bytes_written, io_errors;
     _Atomic uint64_t readahead_pages;
+    _Atomic uint64_t map_errors;  /* mprotect/fallocate failures           */
     _Atomic size_t allocated_bytes;
 };
 
@@ -152,6 +165,7 @@ struct upager__global {
     unsigned nshard;              /* memfds in use                          */
     size_t shard_pages;           /* arena pages per memfd                  */
     struct upager__page *pages;   /* the page table                         */
+    struct upager__group *groups; /* its group descriptors                  */
     struct upager__store anon;    /* store of allocated memory              */
 
     /* clock: everything below is guarded by clock_lock */
@@ -195,17 +209,27 @@ extern struct upager__global upager__g;
 
 /* init.c */
 int upager__ensure_init(void); /* 0, or the errno of a failed start-up */
+uint64_t upager__cgroup_limit(const char *proc_self_cgroup, const char *root);
+#define UPAGER__MIN_PAGES 8 /* smallest budget: one access may span this many */
+#define UPAGER__AUTO_PAGES 256 /* the automatic page size gives at least this many */
 
 /* arena.c  (address-space functions: caller holds alloc_lock) */
 int upager__arena_init(void);
 int upager__space_alloc(size_t npages, size_t align_bytes, bool spread, size_t *first);
 void upager__space_free(size_t first, size_t npages);
 void upager__pages_make_live(size_t first, size_t n, int kind, void *owner, int flags);
-void upager__pages_release(size_t first, size_t n, bool discard_store);
+int upager__pages_release(size_t first, size_t n, bool discard_store);
+/* Lock a page's entry, creating it from its group first when needed:
+ * every lock of a page by its index goes through these (fault path
+ * included), never a bare upager__lock. */
+void upager__page_lock(size_t page);
+int upager__page_trylock(size_t page); /* 1 when locked */
 
 /* clock.c */
 int upager__clock_init(size_t limit);
-size_t upager__frame_get(size_t page);    /* caller holds the page's lock */
+int upager__frame_get(size_t page, size_t *frame); /* caller holds the page's lock;
+                                             0, or ENOMEM at vm.max_map_count */
+void upager__clock_signal(void);          /* a frame or a pin came free */
 void upager__frame_put(size_t frame);     /* caller holds the page's lock */
 int upager__evict_locked(size_t page);    /* caller holds the page's lock */
 int upager__clock_shrink(size_t limit);   /* evict down to limit pages    */
@@ -220,6 +244,7 @@ struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len
 
 /* os.c: thin wrappers, each returning 0 or an errno */
 int upager__protect(size_t first, size_t n, int prot);
+int upager__protect_free(size_t first, size_t n); /* PROT_NONE, for release */
 int upager__frames_drop(size_t first, size_t n);            /* punch memfd */
 int upager__frame_fill(size_t page, const void *buf, size_t npages); /* memfd write */
 int upager__frame_copy(size_t page, void *buf);             /* memfd read  */

@@ -126,6 +126,11 @@ static int sync_pages(size_t first, size_t end)
     struct upager__mapping *last = NULL;
     for (size_t i = first; i < end; i++) {
         struct upager__page *p = PG(i);
+        /* Only resident pages can be dirty.  The look without the lock is
+         * safe: a page dirty when the sync began stays RESIDENT until it
+         * is written back, and then the fdatasync below covers it. */
+        if (p->state != PAGE_RESIDENT)
+            continue;
         upager__lock(&p->lock);
         if (p->kind == OWNER_MAP) {
             int e = upager__writeback_locked(i);
@@ -179,8 +184,8 @@ int upager_unmap(void *addr)
         return err;
     }
     *pp = m->next;
-    upager__pages_release(m->first, m->npages, false);
-    upager__space_free(m->first, m->npages);
+    if (upager__pages_release(m->first, m->npages, false) == 0)
+        upager__space_free(m->first, m->npages);
     pthread_mutex_unlock(&g->alloc_lock);
     m->store.ops->close(&m->store);
     free(m);
@@ -197,6 +202,7 @@ static void unpin_locked(size_t i)
         upager__lock(&g->clock_lock);
         g->pinned--;
         upager__unlock(&g->clock_lock);
+        upager__clock_signal();
     }
 }
 
@@ -210,7 +216,7 @@ int upager_pin(const void *addr, size_t length, int flags)
     size_t i;
     for (i = first; i < end; i++) {
         struct upager__page *p = PG(i);
-        upager__lock(&p->lock);
+        upager__page_lock(i);
         if (!PAGE_IS_LIVE(p) || ((flags & UPAGER_PIN_WRITE) && (p->flags & PF_RDONLY))) {
             err = EINVAL;
         } else if (p->pins == 0) {
@@ -222,7 +228,6 @@ int upager_pin(const void *addr, size_t length, int flags)
             upager__unlock(&g->clock_lock);
         }
         if (!err && p->state != PAGE_RESIDENT) {
-            bool major = p->state == PAGE_STORED;
             err = upager__page_in_locked(i, true);
             if (err && p->pins == 0) {
                 upager__lock(&g->clock_lock);
@@ -230,24 +235,34 @@ int upager_pin(const void *addr, size_t length, int flags)
                 upager__unlock(&g->clock_lock);
             } else if (!err) {
                 atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-                (void)major;
             }
         }
         if (err) {
             upager__unlock(&p->lock);
             break;
         }
-        p->pins++;
-        int prot = PROT_READ;
+        uint8_t old = p->flags;
         if (flags & UPAGER_PIN_WRITE)
             p->flags |= PF_DIRTY;
-        if (p->flags & PF_DIRTY)
-            prot |= PROT_WRITE;
-        if ((p->flags & (PF_REF | PF_DIRTY)) != (PF_REF | (p->flags & PF_DIRTY)) ||
-            !(p->flags & PF_REF) || (flags & UPAGER_PIN_WRITE)) {
+        if (p->flags != old || !(p->flags & PF_REF)) {
             p->flags |= PF_REF;
-            upager__protect(i, 1, prot);
+            err = upager__protect(i, 1, (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE
+                                                               : PROT_READ);
+            if (err) { /* vm.max_map_count: back to what it was */
+                p->flags = old;
+                upager__protect(i, 1, !(old & PF_REF)   ? PROT_NONE
+                                      : (old & PF_DIRTY) ? PROT_READ | PROT_WRITE
+                                                         : PROT_READ);
+                if (p->pins == 0) {
+                    upager__lock(&g->clock_lock);
+                    g->pinned--;
+                    upager__unlock(&g->clock_lock);
+                }
+                upager__unlock(&p->lock);
+                break;
+            }
         }
+        p->pins++;
         upager__unlock(&p->lock);
     }
     if (err) { /* pin nothing: undo the pages pinned so far */
@@ -300,7 +315,7 @@ static void load_range(size_t first, size_t end)
     size_t loaded = 0;
     for (size_t i = first; i < end && loaded < upager__g.limit / 2; i++) {
         struct upager__page *p = PG(i);
-        upager__lock(&p->lock);
+        upager__page_lock(i);
         if (p->state == PAGE_STORED && upager__page_in_locked(i, false) == 0)
             loaded++;
         upager__unlock(&p->lock);
@@ -372,7 +387,9 @@ int upager_advise(const void *addr, size_t length, int advice)
     }
     for (size_t i = first; i < end; i++) {
         struct upager__page *p = PG(i);
-        upager__lock(&p->lock);
+        if (advice == UPAGER_ADVICE_DONTNEED && p->state != PAGE_RESIDENT)
+            continue; /* a racy look: only resident pages have anything to do */
+        upager__page_lock(i);
         if (!PAGE_IS_LIVE(p)) {
             upager__unlock(&p->lock);
             continue;

@@ -14,14 +14,36 @@
 
 #include "internal.h"
 
-/* Sets the protection of arena pages [first, first+n).  Precondition: the
- * caller holds the locks of those pages (or they are not live). */
+static _Atomic uint32_t protect_gen; /* source of upager__page.gen values */
+
+/* Sets the protection of arena pages [first, first+n), and gives each page a
+ * new protection generation (fault.c's retry rule relies on it: a page whose
+ * generation did not change kept its protection).  On failure (ENOMEM at
+ * vm.max_map_count) the kernel may have changed part of the range; the
+ * generations are new all the same.  Precondition: the caller holds the
+ * locks of those pages. */
 int upager__protect(size_t first, size_t n, int prot)
 {
     if (n == 0)
         return 0;
-    if (mprotect(PAGE_ADDR(first), n << upager__g.page_shift, prot) != 0)
+    uint32_t gen = atomic_fetch_add_explicit(&protect_gen, 1, memory_order_relaxed) + 1;
+    for (size_t i = first; i < first + n; i++)
+        PG(i)->gen = gen;
+    if (mprotect(PAGE_ADDR(first), n << upager__g.page_shift, prot) != 0) {
+        atomic_fetch_add_explicit(&upager__g.st.map_errors, 1, memory_order_relaxed);
         return errno;
+    }
+    return 0;
+}
+
+/* Makes arena pages [first, first+n) PROT_NONE as they are released: no
+ * generations, so that the entries of pages never used stay untouched. */
+int upager__protect_free(size_t first, size_t n)
+{
+    if (n && mprotect(PAGE_ADDR(first), n << upager__g.page_shift, PROT_NONE) != 0) {
+        atomic_fetch_add_explicit(&upager__g.st.map_errors, 1, memory_order_relaxed);
+        return errno;
+    }
     return 0;
 }
 
@@ -49,8 +71,12 @@ int upager__frames_drop(size_t first, size_t n)
         off_t off;
         int fd = frame_fd(first, &off);
         if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                      (off_t)k << upager__g.page_shift) != 0)
+                      (off_t)k << upager__g.page_shift) != 0) {
+            if (errno == EINTR)
+                continue;
+            atomic_fetch_add_explicit(&upager__g.st.map_errors, 1, memory_order_relaxed);
             return errno;
+        }
         first += k;
         n -= k;
     }

@@ -21,24 +21,29 @@ int upager_get_stats(struct upager_stats *out)
     int err = upager__ensure_init();
     if (err)
         return err;
+    /* Filled on the stack and copied out with no lock held: `out` may be
+     * paged memory, and a fault on it needs the locks taken here. */
     struct upager__global *g = &upager__g;
-    memset(out, 0, sizeof *out);
-    out->faults = LOAD(g->st.faults);
-    out->major_faults = LOAD(g->st.major_faults);
-    out->evictions = LOAD(g->st.evictions);
-    out->writebacks = LOAD(g->st.writebacks);
-    out->dirty_evictions = LOAD(g->st.dirty_evictions);
-    out->bytes_read = LOAD(g->st.bytes_read);
-    out->bytes_written = LOAD(g->st.bytes_written);
-    out->io_errors = LOAD(g->st.io_errors);
-    out->allocated_bytes = LOAD(g->st.allocated_bytes);
-    out->page_size = g->page_size;
+    struct upager_stats s;
+    memset(&s, 0, sizeof s);
+    s.faults = LOAD(g->st.faults);
+    s.major_faults = LOAD(g->st.major_faults);
+    s.evictions = LOAD(g->st.evictions);
+    s.writebacks = LOAD(g->st.writebacks);
+    s.dirty_evictions = LOAD(g->st.dirty_evictions);
+    s.bytes_read = LOAD(g->st.bytes_read);
+    s.bytes_written = LOAD(g->st.bytes_written);
+    s.io_errors = LOAD(g->st.io_errors);
+    s.map_errors = LOAD(g->st.map_errors);
+    s.allocated_bytes = LOAD(g->st.allocated_bytes);
+    s.page_size = g->page_size;
     upager__lock(&g->clock_lock);
-    out->resident_bytes = g->used * g->page_size;
-    out->peak_resident_bytes = g->peak * g->page_size;
-    out->budget_bytes = g->limit * g->page_size;
-    out->pinned_bytes = (uint64_t)g->pinned * g->page_size;
+    s.resident_bytes = g->used * g->page_size;
+    s.peak_resident_bytes = g->peak * g->page_size;
+    s.budget_bytes = g->limit * g->page_size;
+    s.pinned_bytes = (uint64_t)g->pinned * g->page_size;
     upager__unlock(&g->clock_lock);
+    memcpy(out, &s, sizeof s);
     return 0;
 }
 
@@ -51,13 +56,14 @@ void upager__stats_print(void)
     fprintf(stderr,
             "upager: stats: faults %llu (major %llu, read-ahead pages %llu), evictions %llu "
             "(dirty %llu), writebacks %llu, read %llu bytes, written %llu bytes, "
-            "io_errors %llu\n"
+            "io_errors %llu, map_errors %llu\n"
             "upager: stats: resident %s, peak %s, budget %s, page %s, allocated %llu bytes\n",
             (unsigned long long)s.faults, (unsigned long long)s.major_faults,
             (unsigned long long)LOAD(upager__g.st.readahead_pages),
             (unsigned long long)s.evictions, (unsigned long long)s.dirty_evictions,
             (unsigned long long)s.writebacks, (unsigned long long)s.bytes_read,
             (unsigned long long)s.bytes_written, (unsigned long long)s.io_errors,
+            (unsigned long long)s.map_errors,
             upager__fmt_size(a, sizeof a, s.resident_bytes),
             upager__fmt_size(b, sizeof b, s.peak_resident_bytes),
             upager__fmt_size(c, sizeof c, s.budget_bytes),

@@ -212,7 +212,7 @@ struct good_budget {
 };
 
 static const struct good_budget good_budgets[] = {
-    { "4096", 4096 },
+    { "32768", 32768 }, /* the smallest: 8 pages of 4K */
     { "512K", 512 * TU_KIB },
     { "64M", 64 * TU_MIB },
     { "2G", 2 * TU_GIB },
@@ -297,9 +297,9 @@ START_TEST(test_good_value)
     const struct good_value *g = &good_values[_i];
     struct tu_capture cap;
     struct upager_stats s;
-    const size_t len = 8 * TU_MIB;
+    const size_t len = 32 * TU_MIB;
 
-    tu_env("4M", NULL);
+    tu_env("16M", NULL); /* 8 pages of the largest page size */
     tu_setenv(g->name, g->value);
     /* Keep the configuration and statistics printouts out of the log; the
      * capture stays open to the end, exit included. */
