@@ -89,6 +89,7 @@ static TLS const void *retry_addr;     /* the retry rule: last ambiguous   */
 static TLS uint32_t retry_gen;         /* ... fault and its generation     */
 static TLS const void *declined_addr;  /* last fault that was declined     */
 static struct sigaction segv_next;     /* libsigsegv's own SIGSEGV action  */
+bool upager__fault_no_context;         /* tests: decide by the retry rule  */
 static TLS size_t seq_next;            /* page that would continue a run   */
 static TLS unsigned seq_window;        /* read-ahead pages for this thread */
 
@@ -535,7 +536,8 @@ int upager__fault_install(void)
      * mask.  If that cannot be done the handler works without the access
      * type (the retry rule). */
     struct sigaction cur;
-    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+    if (!upager__fault_no_context && sigaction(SIGSEGV, NULL, &cur) == 0 &&
+        (cur.sa_flags & SA_SIGINFO) &&
         cur.sa_sigaction != segv_entry) {
         segv_next = cur;
         cur.sa_sigaction = segv_entry;

@@ -237,6 +237,9 @@ int upager__writeback_locked(size_t page);/* write a dirty page, keep it  */
 
 /* fault.c */
 int upager__fault_install(void);
+extern bool upager__fault_no_context; /* tests: set before start-up to use
+                                         the retry rule instead of the
+                                         fault's context */
 int upager__page_in_locked(size_t page, bool for_pin); /* 0 or errno */
 char *upager__bounce_get(void);
 void upager__bounce_put(char *b);

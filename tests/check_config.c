@@ -725,6 +725,71 @@ START_TEST(test_config_set)
 }
 END_TEST
 
+
+/* ---- the memory available: cgroup limits ----------------------------- */
+
+/* Writes `text` to root/rel, creating the directories on the way. */
+static void put_file(const char *root, const char *rel, const char *text)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *q = path + strlen(root) + 1; *q; q++) {
+        if (*q == '/') {
+            *q = '\0';
+            mkdir(path, 0700);
+            *q = '/';
+        }
+    }
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The lowest limit of the process's memory cgroup and its ancestors
+ * counts, in cgroup v2 and in v1's memory hierarchy; "max" and v1's huge
+ * "unlimited" value are no limit; other v1 controllers are ignored. */
+START_TEST(test_cgroup_limit)
+{
+    char *root = tu_temp_path("cgroup");
+    ck_assert_int_eq(mkdir(root, 0700), 0);
+
+    /* v2: the parent's limit applies to the child */
+    put_file(root, "a/b/memory.max", "max\n");
+    put_file(root, "a/memory.max", "1073741824\n");
+    ck_assert_uint_eq(upager__cgroup_limit("0::/a/b\n", root), 1073741824);
+    put_file(root, "a/b/memory.max", "536870912\n");
+    ck_assert_uint_eq(upager__cgroup_limit("0::/a/b\n", root), 536870912);
+
+    /* v1: the memory controller's hierarchy, among other controllers */
+    put_file(root, "memory/user.slice/u/memory.limit_in_bytes", "9223372036854771712\n");
+    put_file(root, "memory/user.slice/memory.limit_in_bytes", "268435456\n");
+    put_file(root, "cpu/user.slice/u/memory.limit_in_bytes", "4096\n");
+    ck_assert_uint_eq(upager__cgroup_limit("12:cpu,cpuacct:/user.slice/u\n"
+                                           "4:memory:/user.slice/u\n"
+                                           "1:name=systemd:/user.slice/u\n",
+                                           root),
+                      268435456);
+    ck_assert_uint_eq(upager__cgroup_limit("5:cpuset,memory:/user.slice/u\n", root),
+                      268435456);
+
+    /* v1 at the root of its hierarchy (as in a container) */
+    put_file(root, "memory/memory.limit_in_bytes", "134217728\n");
+    ck_assert_uint_eq(upager__cgroup_limit("4:memory:/\n", root), 134217728);
+    ck_assert_uint_eq(upager__cgroup_limit("4:memory:/user.slice/u\n", root), 134217728);
+
+    /* no memory cgroup, or nothing readable */
+    ck_assert_uint_eq(upager__cgroup_limit("3:cpu:/x\n", root), UINT64_MAX);
+    ck_assert_uint_eq(upager__cgroup_limit("0::/nowhere\n", "/nonexistent"), UINT64_MAX);
+    ck_assert_uint_eq(upager__cgroup_limit("", root), UINT64_MAX);
+
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    ck_assert_int_eq(system(cmd), 0);
+    free(root);
+}
+END_TEST
+
 Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -769,6 +834,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_parse_size);
     tcase_add_test(tc, test_parse_bool);
     tcase_add_test(tc, test_config_set);
+    tcase_add_test(tc, test_cgroup_limit);
     suite_add_tcase(s, tc);
 
     return s;

@@ -6,7 +6,10 @@
  * that would crash without the library still crash with SIGSEGV: outside
  * the arena, on a freed large block, on a slab given back, on arena pages
  * that never held anything.  Inside the arena the death is preceded by
- * exactly one diagnostic line naming the address.
+ * exactly one diagnostic line naming the address.  Whether an access was a
+ * read or a write is known, with the fault's context and with the retry
+ * rule alike: threads that only read never dirty a page, nor die on a
+ * read-only mapping.
  *
  * Copyright (C) 2026 the upager authors.
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -22,7 +25,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "check_suites.h"
+#include "internal.h"
 #include "testutil.h"
 
 static void setup_env(void)
@@ -357,6 +364,148 @@ START_TEST(test_round_trip_through_store)
 }
 END_TEST
 
+
+/* ---- read or write ------------------------------------------------------ */
+
+/* A write to fresh memory is one fault per page, the page opened writable
+ * and dirty at once; reading it back costs nothing more. */
+START_TEST(test_fresh_write_one_fault)
+{
+    struct upager_stats s0, s1, s2;
+    const size_t pages = 16;
+
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "0");
+    size_t ps = tu_init();
+    unsigned char *p = upager_aligned_alloc(ps, pages * ps);
+    ck_assert_ptr_nonnull(p);
+    tu_stats(&s0);
+    for (size_t i = 0; i < pages; i++)
+        p[i * ps + 3] = (unsigned char)(i + 1);
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.faults - s0.faults, pages);
+    for (size_t i = 0; i < pages; i++)
+        ck_assert_int_eq(read_byte(p + i * ps + 3), i + 1);
+    tu_stats(&s2);
+    ck_assert_uint_eq(s2.faults, s1.faults);
+    ck_assert_uint_eq(s2.writebacks, 0);
+}
+END_TEST
+
+/* The cases below run twice: _i 0 with the fault's context, _i 1 with the
+ * retry rule that decides without it. */
+static void access_mode(int i)
+{
+    upager__fault_no_context = i == 1;
+}
+
+struct reader {
+    const unsigned char *map;
+    size_t len;
+    atomic_int *stop;
+    size_t wrong, reads;
+};
+
+/* Every reader walks the same offsets, so that they fault on the same
+ * pages at the same time. */
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+    while (!atomic_load(r->stop)) {
+        for (size_t off = 100; off < r->len; off += 4096 + 8) {
+            if (read_byte(r->map + off) != tu_pattern_byte(off, 5))
+                r->wrong++;
+            r->reads++;
+        }
+    }
+    return NULL;
+}
+
+static void read_race(int flags)
+{
+    const size_t len = 4 * TU_MIB;
+    struct upager_stats s;
+    char *path = tu_make_file("race", len, 5);
+    tu_env("256K", "4096");
+    unsigned char *map = upager_map_file(path, 0, flags);
+    ck_assert_ptr_nonnull(map);
+    atomic_int stop = 0;
+    struct reader r[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct reader){map, len, &stop, 0, 0};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, reader_main, &r[i]), 0);
+    }
+    usleep(2000 * 1000);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_msg(r[i].wrong == 0, "reader %d: %zu wrong bytes", i, r[i].wrong);
+        ck_assert_uint_gt(r[i].reads, len / 4096);
+    }
+    tu_stats(&s);
+    ck_assert_uint_gt(s.major_faults, 0);
+    ck_assert_msg(s.writebacks == 0 && s.bytes_written == 0,
+                  "reads made %llu write-backs", (unsigned long long)s.writebacks);
+    ck_assert_int_eq(upager_unmap(map), 0);
+    unlink(path);
+    free(path);
+}
+
+/* Threads reading the same bytes of a read-only mapping under a small
+ * budget: a read that races another thread's load of the page is not
+ * taken for a write, so the process lives and every byte is right. */
+START_TEST(test_read_race_readonly)
+{
+    access_mode(_i);
+    read_race(UPAGER_MAP_READ);
+}
+END_TEST
+
+/* The same on a read-write mapping that is only read: no page becomes
+ * dirty, nothing is written back. */
+START_TEST(test_read_race_clean)
+{
+    access_mode(_i);
+    read_race(UPAGER_MAP_READ | UPAGER_MAP_WRITE);
+}
+END_TEST
+
+/* Writes are still found: data four times the budget round-trips through
+ * the store, and every page written was written back. */
+START_TEST(test_writes_found)
+{
+    struct upager_stats s;
+    const size_t len = 16 * TU_MIB;
+
+    access_mode(_i);
+    tu_env("4M", "65536");
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    for (size_t off = 0; off < len; off += 4096)
+        (void)read_byte(p + off); /* loaded for a read first */
+    tu_pattern_fill(p, 0, len, 8);
+    size_t bad = tu_pattern_check(p, 0, len, 8);
+    ck_assert_msg(bad == (size_t)-1, "data differs at %zu", bad);
+    tu_stats(&s);
+    ck_assert_uint_ge(s.writebacks, (len - 4 * TU_MIB) / s.page_size);
+}
+END_TEST
+
+/* A write to a read-only mapping is still a genuine SIGSEGV. */
+START_TEST(test_readonly_write_dies)
+{
+    access_mode(_i);
+    char *path = tu_make_file("rowrite", 256 * TU_KIB, 3);
+    tu_env("4M", "65536");
+    unsigned char *map = upager_map_file(path, 0, UPAGER_MAP_READ);
+    ck_assert_ptr_nonnull(map);
+    unlink(path);
+    ck_assert_int_eq(read_byte(map + 10), tu_pattern_byte(10, 3));
+    *(volatile unsigned char *)(map + 70000) = 1;
+}
+END_TEST
+
 Suite *fault_suite(void)
 {
     Suite *s = suite_create("fault");
@@ -386,6 +535,15 @@ Suite *fault_suite(void)
     tcase_add_test(tc, test_fresh_reads_zero);
     tcase_add_test(tc, test_read_then_write);
     tcase_add_test(tc, test_round_trip_through_store);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("access");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_fresh_write_one_fault);
+    tcase_add_loop_test(tc, test_read_race_readonly, 0, 2);
+    tcase_add_loop_test(tc, test_read_race_clean, 0, 2);
+    tcase_add_loop_test(tc, test_writes_found, 0, 2);
+    tcase_add_loop_test_raise_signal(tc, test_readonly_write_dies, SIGSEGV, 0, 2);
     suite_add_tcase(s, tc);
 
     return s;
