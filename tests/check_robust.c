@@ -1220,6 +1220,86 @@ START_TEST(test_configure_after_start)
 }
 END_TEST
 
+
+/* ---- a memory cgroup with the default budget ----------------------------- */
+
+/* Creates a memory cgroup limited to `limit` bytes (v2 where the unified
+ * hierarchy has the memory controller, else v1); its directory into dir.
+ * Returns false with *why when it cannot (not root, no memory controller). */
+static bool cgroup_make(char *dir, size_t len, size_t limit, const char **why)
+{
+    char buf[256] = "";
+    FILE *f = fopen("/sys/fs/cgroup/cgroup.controllers", "r");
+    bool v2 = f && fgets(buf, sizeof buf, f) && strstr(buf, "memory");
+    if (f)
+        fclose(f);
+    snprintf(dir, len, "%s/upager-check-%d", v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory",
+             (int)getpid());
+    if (mkdir(dir, 0755) != 0) {
+        *why = "cannot create a memory cgroup (not root, or no memory controller)";
+        return false;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+    f = fopen(path, "w");
+    if (!f || fprintf(f, "%zu\n", limit) < 0 || fclose(f) != 0) {
+        rmdir(dir);
+        *why = "cannot set the cgroup's memory limit";
+        return false;
+    }
+    return true;
+}
+
+static const char *cg_dir;
+
+static void cgroup_child(void *arg)
+{
+    (void)arg;
+    char path[512];
+    snprintf(path, sizeof path, "%s/cgroup.procs", cg_dir);
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
+        _exit(3);
+    /* The default budget: half of the cgroup's limit.  Four times that in
+     * data, written and read back twice. */
+    struct upager_stats s;
+    if (upager_init() != 0 || upager_get_stats(&s) != 0 || s.budget_bytes > 64 * TU_MIB)
+        _exit(4);
+    size_t n = 4 * s.budget_bytes / sizeof(uint64_t);
+    uint64_t *a = upager_malloc(n * sizeof *a);
+    if (!a)
+        _exit(5);
+    for (size_t i = 0; i < n; i++)
+        a[i] = i * 2654435761u;
+    for (int r = 0; r < 2; r++)
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != i * 2654435761u)
+                _exit(6);
+}
+
+/* A program in a memory cgroup of 128M, with the default settings, is not
+ * OOM-killed: the default budget is half of the cgroup's limit (v1 or v2),
+ * leaving room for the page cache that the store's I/O fills. */
+START_TEST(test_cgroup_default_budget)
+{
+    char dir[256], *err = NULL;
+    const char *why = NULL;
+    tu_env(NULL, NULL);
+    if (!cgroup_make(dir, sizeof dir, 128 * TU_MIB, &why)) {
+        printf("robust: cgroup: skipped: %s\n", why);
+        return;
+    }
+    cg_dir = dir;
+    int st = tu_run_child(cgroup_child, NULL, &err);
+    rmdir(dir);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "child in a 128M cgroup: %s %d; stderr: %s",
+                  WIFSIGNALED(st) ? "killed by signal" : "exit status",
+                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), err);
+    free(err);
+}
+END_TEST
+
 Suite *robust_suite(void)
 {
     Suite *s = suite_create("robust");
@@ -1248,6 +1328,11 @@ Suite *robust_suite(void)
     tc = tcase_create("full_disk");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_full_disk);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("cgroup");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_cgroup_default_budget);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("load");
