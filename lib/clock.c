@@ -434,7 +434,7 @@ static void say_all_pinned(void)
                          "upager_unpin (or a larger budget)", "", "");
 }
 
-int upager__frame_get(size_t page, size_t *frame)
+int upager__frame_get(size_t page, size_t *frame, bool wait)
 {
     struct upager__global *g = &upager__g;
     unsigned idle = 0, unmappable = 0;
@@ -449,6 +449,10 @@ int upager__frame_get(size_t page, size_t *frame)
         long done = evict_some(&err);
         if (done > 0)
             continue;
+        if (!wait) {
+            upager__unlock(&g->clock_lock);
+            return EAGAIN;
+        }
         if (done < 0 && err == ENOMEM && ++unmappable == 3) {
             /* Three turns of the hand could cool nothing: the process is
              * at vm.max_map_count and no room can be made. */

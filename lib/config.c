@@ -20,7 +20,7 @@
 
 #include "internal.h"
 
-enum opt_kind { K_BUDGET, K_PAGE_SIZE, K_DIR, K_ARENA, K_READAHEAD, K_BOOL };
+enum opt_kind { K_BUDGET, K_PAGE_SIZE, K_DIR, K_STORE, K_ARENA, K_READAHEAD, K_BOOL };
 
 struct opt {
     const char *name;     /* for upager_configure            */
@@ -35,6 +35,9 @@ static const struct opt opts[] = {
     {"page_size", "UPAGER_PAGE_SIZE", K_PAGE_SIZE, 0,
      "expected a power of two from the system page size to 2M, such as 64K"},
     {"dir", "UPAGER_DIR", K_DIR, 0, "expected an existing, writable directory"},
+    {"store", "UPAGER_STORE", K_STORE, 0,
+     "expected file:DIR with DIR an existing, writable directory (this build has no "
+     "redis:// or redis-cluster:// store)"},
     {"arena", "UPAGER_ARENA", K_ARENA, 0, "expected a size such as 64G or 1T"},
     {"readahead", "UPAGER_READAHEAD", K_READAHEAD, 0,
      "expected a number of pages from 0 to 64, or auto"},
@@ -271,6 +274,9 @@ int upager__config_set(struct upager__config *cfg, const char *name, const char 
     case K_BUDGET: err = parse_budget(cfg, value); break;
     case K_PAGE_SIZE: err = parse_page_size(cfg, value); break;
     case K_DIR: err = parse_dir(cfg, value); break;
+    case K_STORE:
+        err = strncmp(value, "file:", 5) == 0 ? parse_dir(cfg, value + 5) : EINVAL;
+        break;
     case K_ARENA: err = parse_arena(cfg, value); break;
     case K_READAHEAD: err = parse_readahead(cfg, value); break;
     case K_BOOL: err = upager__parse_bool(value, (bool *)((char *)cfg + o->field)); break;

@@ -199,8 +199,8 @@ static int load_run(size_t page, size_t n, bool write)
     }
     for (size_t i = 0; i < run; i++) {
         size_t f;
-        int e = upager__frame_get(page + i, &f);
-        if (e) { /* no room can be made: load less, or nothing */
+        int e = upager__frame_get(page + i, &f, i == 0);
+        if (e) { /* no room now: load less, or nothing */
             for (size_t k = i; k < run; k++)
                 if (k)
                     upager__unlock(&PG(page + k)->lock);
@@ -259,7 +259,7 @@ static int load_run(size_t page, size_t n, bool write)
 static int open_empty(size_t page, bool write)
 {
     size_t f;
-    int err = upager__frame_get(page, &f);
+    int err = upager__frame_get(page, &f, true);
     if (err)
         return err;
     if ((err = open_run(page, 1, write))) {

@@ -329,6 +329,17 @@ int upager_init(void)
     return upager__ensure_init();
 }
 
+/* The parent's arena, in a child of fork: kept reserved (PROT_NONE), so
+ * that nothing else is mapped there and an access is a genuine fault. */
+static char *parent_base;
+static size_t parent_len;
+
+bool upager__in_parent_arena(const void *p)
+{
+    return parent_base && (const char *)p >= parent_base &&
+           (const char *)p < parent_base + parent_len;
+}
+
 /* In the child of fork: close what belongs to the parent, forget the rest
  * (its memory is the child's copy, left alone), start afresh on next use. */
 static void child_after_fork(void)
@@ -336,6 +347,10 @@ static void child_after_fork(void)
     struct upager__global *g = &upager__g;
     if (!atomic_load(&g->ready))
         return;
+    parent_base = g->base;
+    parent_len = g->npages << g->page_shift;
+    mmap(parent_base, parent_len, PROT_NONE,
+         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
     for (unsigned i = 0; i < g->nshard; i++)
         close(g->memfd[i]);
     g->anon.ops->close(&g->anon);

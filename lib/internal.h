@@ -210,6 +210,7 @@ extern struct upager__global upager__g;
 /* init.c */
 int upager__ensure_init(void); /* 0, or the errno of a failed start-up */
 uint64_t upager__cgroup_limit(const char *proc_self_cgroup, const char *root);
+bool upager__in_parent_arena(const void *p); /* in a child of fork */
 #define UPAGER__MIN_PAGES 8 /* smallest budget: one access may span this many */
 #define UPAGER__AUTO_PAGES 256 /* the automatic page size gives at least this many */
 
@@ -227,8 +228,11 @@ int upager__page_trylock(size_t page); /* 1 when locked */
 
 /* clock.c */
 int upager__clock_init(size_t limit);
-int upager__frame_get(size_t page, size_t *frame); /* caller holds the page's lock;
-                                             0, or ENOMEM at vm.max_map_count */
+/* A frame for `page`, whose lock the caller holds: 0, or ENOMEM at
+ * vm.max_map_count, or EAGAIN when !wait and no frame can be had at once.
+ * A caller that holds frames already (a read-ahead run) must not wait:
+ * threads holding frames and waiting for more could take the whole budget. */
+int upager__frame_get(size_t page, size_t *frame, bool wait);
 void upager__clock_signal(void);          /* a frame or a pin came free */
 void upager__frame_put(size_t frame);     /* caller holds the page's lock */
 int upager__evict_locked(size_t page);    /* caller holds the page's lock */

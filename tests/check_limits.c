@@ -625,14 +625,15 @@ START_TEST(test_set_budget_errno)
     ck_assert_uint_eq(s.resident_bytes, len);
     ck_assert_uint_eq(tu_pattern_check(p, 0, len, 1040), NO_MISMATCH);
 
-    /* Eight pages pinned; a budget of four pages is below them. */
-    ck_assert_int_eq(upager_pin(p, 8 * ps, 0), 0);
+    /* Twelve pages pinned; a budget of ten pages (above the smallest
+     * budget, eight pages) is below them. */
+    ck_assert_int_eq(upager_pin(p, 12 * ps, 0), 0);
     for (int failing = 1; failing >= 0; failing--) {
         if (!failing)
             fs_pass(FS_WRITE);
         tu_capture_begin(&cap);
         double t0 = now();
-        rc = upager_set_budget(4 * ps);
+        rc = upager_set_budget(10 * ps);
         double dt = now() - t0;
         free(tu_capture_end(&cap));
         ck_assert_msg(rc == EBUSY, "upager_set_budget below the pinned bytes (write-backs "
@@ -640,9 +641,9 @@ START_TEST(test_set_budget_errno)
         ck_assert_msg(dt < 0.1, "upager_set_budget took %.0f ms to return EBUSY", dt * 1e3);
         tu_stats(&s);
         ck_assert_uint_eq(s.budget_bytes, 2 * TU_MIB);
-        ck_assert_uint_eq(s.pinned_bytes, 8 * ps);
+        ck_assert_uint_eq(s.pinned_bytes, 12 * ps);
     }
-    ck_assert_int_eq(upager_unpin(p, 8 * ps), 0);
+    ck_assert_int_eq(upager_unpin(p, 12 * ps), 0);
     ck_assert_int_eq(upager_set_budget(TU_MIB), 0);
     tu_stats(&s);
     ck_assert_uint_eq(s.budget_bytes, TU_MIB);
