@@ -486,7 +486,7 @@ static void *st_reader(void *arg)
     /* Near the end of its page, so that the fields written last lie in the
      * next one: the struct straddles two pages of the arena. */
     struct upager_stats *s = (struct upager_stats *)(r->stats_mem + (size_t)(2 * me + 1) * r->page -
-                                                     sizeof(struct upager_stats) / 2);
+                                                     (sizeof(struct upager_stats) / 2 & ~(size_t)7));
     uint64_t last_faults = 0, calls = 0;
 
     while (now() < r->end) {
