@@ -200,55 +200,67 @@ static void unpin_locked(size_t i)
     }
 }
 
-int upager_pin(const void *addr, size_t length, int flags)
+/* Pins page i once, loading it when it is not resident.  Returns 0, EINVAL
+ * (no live allocation or mapping there, or UPAGER_PIN_WRITE on a read-only
+ * mapping) or ENOMEM (the budget is all pinned).  Precondition: no lock
+ * held. */
+static int pin_page(size_t i, int flags)
 {
     struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(i);
+    int err = 0;
+    upager__lock(&p->lock);
+    if (!PAGE_IS_LIVE(p) || ((flags & UPAGER_PIN_WRITE) && (p->flags & PF_RDONLY))) {
+        err = EINVAL;
+    } else if (p->pins == 0) {
+        upager__lock(&g->clock_lock);
+        if (g->pinned + 1 > g->limit)
+            err = ENOMEM;
+        else
+            g->pinned++;
+        upager__unlock(&g->clock_lock);
+    }
+    if (!err && p->state != PAGE_RESIDENT) {
+        bool major = p->state == PAGE_STORED;
+        err = upager__page_in_locked(i, true);
+        if (err && p->pins == 0) {
+            upager__lock(&g->clock_lock);
+            g->pinned--;
+            upager__unlock(&g->clock_lock);
+        } else if (!err) {
+            atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
+            (void)major;
+        }
+    }
+    if (err) {
+        upager__unlock(&p->lock);
+        return err;
+    }
+    p->pins++;
+    int prot = PROT_READ;
+    if (flags & UPAGER_PIN_WRITE)
+        p->flags |= PF_DIRTY;
+    if (p->flags & PF_DIRTY)
+        prot |= PROT_WRITE;
+    if ((p->flags & (PF_REF | PF_DIRTY)) != (PF_REF | (p->flags & PF_DIRTY)) ||
+        !(p->flags & PF_REF) || (flags & UPAGER_PIN_WRITE)) {
+        p->flags |= PF_REF;
+        upager__protect(i, 1, prot);
+    }
+    upager__unlock(&p->lock);
+    return 0;
+}
+
+int upager_pin(const void *addr, size_t length, int flags)
+{
     size_t first, end;
     int err = range_pages(addr, length, &first, &end);
     if (err || (flags & ~UPAGER_PIN_WRITE))
         return err ? err : EINVAL;
     size_t i;
     for (i = first; i < end; i++) {
-        struct upager__page *p = PG(i);
-        upager__lock(&p->lock);
-        if (!PAGE_IS_LIVE(p) || ((flags & UPAGER_PIN_WRITE) && (p->flags & PF_RDONLY))) {
-            err = EINVAL;
-        } else if (p->pins == 0) {
-            upager__lock(&g->clock_lock);
-            if (g->pinned + 1 > g->limit)
-                err = ENOMEM;
-            else
-                g->pinned++;
-            upager__unlock(&g->clock_lock);
-        }
-        if (!err && p->state != PAGE_RESIDENT) {
-            bool major = p->state == PAGE_STORED;
-            err = upager__page_in_locked(i, true);
-            if (err && p->pins == 0) {
-                upager__lock(&g->clock_lock);
-                g->pinned--;
-                upager__unlock(&g->clock_lock);
-            } else if (!err) {
-                atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-                (void)major;
-            }
-        }
-        if (err) {
-            upager__unlock(&p->lock);
+        if ((err = pin_page(i, flags)))
             break;
-        }
-        p->pins++;
-        int prot = PROT_READ;
-        if (flags & UPAGER_PIN_WRITE)
-            p->flags |= PF_DIRTY;
-        if (p->flags & PF_DIRTY)
-            prot |= PROT_WRITE;
-        if ((p->flags & (PF_REF | PF_DIRTY)) != (PF_REF | (p->flags & PF_DIRTY)) ||
-            !(p->flags & PF_REF) || (flags & UPAGER_PIN_WRITE)) {
-            p->flags |= PF_REF;
-            upager__protect(i, 1, prot);
-        }
-        upager__unlock(&p->lock);
     }
     if (err) { /* pin nothing: undo the pages pinned so far */
         for (size_t j = first; j < i; j++) {
@@ -277,6 +289,57 @@ int upager_unpin(const void *addr, size_t length)
         upager__unlock(&PG(i)->lock);
     }
     return 0;
+}
+
+/* The arena pages under [addr, addr + len), clipped to the arena: [*first,
+ * *end), empty when the range misses it.  Precondition: the library is
+ * ready. */
+static void clip_pages(const void *addr, size_t len, size_t *first, size_t *end)
+{
+    struct upager__global *g = &upager__g;
+    uintptr_t lo = (uintptr_t)addr, base = (uintptr_t)g->base;
+    uintptr_t top = base + (g->npages << g->page_shift);
+    uintptr_t hi = len > UINTPTR_MAX - lo ? UINTPTR_MAX : lo + len;
+    if (len == 0 || hi <= base || lo >= top) {
+        *first = *end = 0;
+        return;
+    }
+    if (lo < base)
+        lo = base;
+    if (hi > top)
+        hi = top;
+    *first = (lo - base) >> g->page_shift;
+    *end = ((hi - 1 - base) >> g->page_shift) + 1;
+}
+
+int upager__pin_range(const void *addr, size_t len, int flags, size_t *covered)
+{
+    size_t first, end, i;
+    int err = 0;
+    clip_pages(addr, len, &first, &end);
+    for (i = first; i < end; i++) {
+        if ((err = pin_page(i, flags)))
+            break;
+    }
+    if (!err) {
+        *covered = len;
+    } else {
+        uintptr_t stop = (uintptr_t)PAGE_ADDR(i);
+        *covered = stop > (uintptr_t)addr ? (size_t)(stop - (uintptr_t)addr) : 0;
+    }
+    return err;
+}
+
+void upager__unpin_range(const void *addr, size_t len)
+{
+    size_t first, end;
+    clip_pages(addr, len, &first, &end);
+    for (size_t i = first; i < end; i++) {
+        upager__lock(&PG(i)->lock);
+        if (PG(i)->pins)
+            unpin_locked(i);
+        upager__unlock(&PG(i)->lock);
+    }
 }
 
 /* ---- advice --------------------------------------------------------- */
