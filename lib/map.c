@@ -237,15 +237,15 @@ static int pin_page(size_t i, int flags)
         return err;
     }
     p->pins++;
-    int prot = PROT_READ;
+    /* Already open as asked (referenced, and dirty when pinned for writing):
+     * no mprotect, which matters to the interposed calls that pin a mutex
+     * on every lock and unlock. */
+    bool open = (p->flags & PF_REF) && (!(flags & UPAGER_PIN_WRITE) || (p->flags & PF_DIRTY));
     if (flags & UPAGER_PIN_WRITE)
         p->flags |= PF_DIRTY;
-    if (p->flags & PF_DIRTY)
-        prot |= PROT_WRITE;
-    if ((p->flags & (PF_REF | PF_DIRTY)) != (PF_REF | (p->flags & PF_DIRTY)) ||
-        !(p->flags & PF_REF) || (flags & UPAGER_PIN_WRITE)) {
+    if (!open) {
         p->flags |= PF_REF;
-        upager__protect(i, 1, prot);
+        upager__protect(i, 1, (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ);
     }
     upager__unlock(&p->lock);
     return 0;

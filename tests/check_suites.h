@@ -20,5 +20,6 @@ Suite *integrity_suite(void); /* check_integrity.c: data under threads       */
 Suite *vma_suite(void);       /* check_vma.c: kernel mappings and metadata    */
 Suite *map_suite(void);       /* check_map.c: file mapping, pin, advise      */
 Suite *robust_suite(void);    /* check_robust.c: I/O errors, load, fork, misuse */
+Suite *kernel_suite(void);    /* check_kernel.c: sync objects, system calls  */
 
 #endif /* UPAGER_CHECK_SUITES_H */
