@@ -67,6 +67,21 @@
 
 /* ---- the real functions ---------------------------------------------- */
 
+/* The checking variants of glibc (-D_FORTIFY_SOURCE), declared only when
+ * a program is compiled with it. */
+ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen);
+ssize_t __pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen);
+ssize_t __pread64_chk(int fd, void *buf, size_t n, off64_t off, size_t buflen);
+ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void *restrict buf, size_t n, size_t buflen, int flags,
+                       struct sockaddr *restrict addr, socklen_t *restrict alen);
+size_t __fread_chk(void *restrict buf, size_t buflen, size_t size, size_t n, FILE *restrict f);
+ssize_t __readlink_chk(const char *restrict path, char *restrict buf, size_t len, size_t buflen);
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+int __openat64_2(int dirfd, const char *path, int flags);
+
 static struct {
 #define I(name) __typeof__(name) *name;
 #include "interpose.def"
@@ -894,3 +909,89 @@ EXPORT ssize_t readlink(const char *restrict path, char *restrict buf, size_t le
     PINNED(r, o, REAL(readlink)(path, buf, len));
     return r;
 }
+
+/* ---- -D_FORTIFY_SOURCE ------------------------------------------------- */
+
+/* The size check is the C library's: a request larger than the buffer goes
+ * to its function, which reports the overflow and aborts; the rest is the
+ * function above. */
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    if (OFF() || n > buflen || !overlaps(buf, n))
+        return REAL(__read_chk)(fd, buf, n, buflen);
+    return read(fd, buf, n);
+}
+
+EXPORT ssize_t __pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen)
+{
+    if (OFF() || n > buflen || !overlaps(buf, n))
+        return REAL(__pread_chk)(fd, buf, n, off, buflen);
+    return pread(fd, buf, n, off);
+}
+
+EXPORT ssize_t __pread64_chk(int fd, void *buf, size_t n, off64_t off, size_t buflen)
+{
+    if (OFF() || n > buflen || !overlaps(buf, n))
+        return REAL(__pread64_chk)(fd, buf, n, off, buflen);
+    return pread64(fd, buf, n, off);
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+    if (OFF() || n > buflen || !overlaps(buf, n))
+        return REAL(__recv_chk)(fd, buf, n, buflen, flags);
+    return recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *restrict buf, size_t n, size_t buflen, int flags,
+                              struct sockaddr *restrict addr, socklen_t *restrict alen)
+{
+    if (OFF() || n > buflen || (!overlaps(buf, n) && !ARENA(addr) && !ARENA(alen)))
+        return REAL(__recvfrom_chk)(fd, buf, n, buflen, flags, addr, alen);
+    return recvfrom(fd, buf, n, flags, addr, alen);
+}
+
+EXPORT size_t __fread_chk(void *restrict buf, size_t buflen, size_t size, size_t n,
+                          FILE *restrict f)
+{
+    size_t bytes;
+    if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes > buflen ||
+        !overlaps(buf, bytes))
+        return REAL(__fread_chk)(buf, buflen, size, n, f);
+    return fread(buf, size, n, f);
+}
+
+EXPORT ssize_t __readlink_chk(const char *restrict path, char *restrict buf, size_t len,
+                              size_t buflen)
+{
+    if (OFF() || len > buflen || (!ARENA(path) && !overlaps(buf, len)))
+        return REAL(__readlink_chk)(path, buf, len, buflen);
+    return readlink(path, buf, len);
+}
+
+/* open without a mode: the C library checks that the flags need none. */
+#define OPEN2FN(name)                                                         \
+    EXPORT int name(const char *path, int flags)                              \
+    {                                                                         \
+        if (OFF() || !ARENA(path))                                            \
+            return REAL(name)(path, flags);                                   \
+        int r;                                                                \
+        struct pinobj o[] = {PATH_OBJ(path)};                                 \
+        PINNED(r, o, REAL(name)(path, flags));                                \
+        return r;                                                             \
+    }
+#define OPENAT2FN(name)                                                       \
+    EXPORT int name(int dirfd, const char *path, int flags)                   \
+    {                                                                         \
+        if (OFF() || !ARENA(path))                                            \
+            return REAL(name)(dirfd, path, flags);                            \
+        int r;                                                                \
+        struct pinobj o[] = {PATH_OBJ(path)};                                 \
+        PINNED(r, o, REAL(name)(dirfd, path, flags));                         \
+        return r;                                                             \
+    }
+
+OPEN2FN(__open_2)
+OPEN2FN(__open64_2)
+OPENAT2FN(__openat_2)
+OPENAT2FN(__openat64_2)

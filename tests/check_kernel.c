@@ -16,7 +16,8 @@
  *   io_*     every covered call with evicted buffers (and iovecs, message
  *            headers, paths, struct stat) on a file, a pipe and a socket,
  *            against the same call on malloc memory; buffers larger than
- *            the budget.
+ *            the budget; the budget all pinned; cancellation; the
+ *            _FORTIFY_SOURCE variants.
  *   sqlite_* SQLite with upager as its allocator: threads, a file
  *            database, VACUUM; the same results as with malloc.
  *
@@ -28,6 +29,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -1112,6 +1114,189 @@ START_TEST(test_io_before_init)
 }
 END_TEST
 
+/* The budget all pinned: a call that needs a page of its own waits for a
+ * pin to go, then completes; it never fails with ENOMEM. */
+struct waiter {
+    int fd;
+    unsigned char *buf;
+    pthread_mutex_t *m;
+    atomic_int done;
+    ssize_t got;
+};
+
+static void *budget_reader(void *arg)
+{
+    struct waiter *w = arg;
+    w->got = read(w->fd, w->buf + 10, 100);
+    if (pthread_mutex_lock(w->m) == 0)
+        pthread_mutex_unlock(w->m);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+START_TEST(test_io_budget_all_pinned)
+{
+    tu_env("64K", "4096");
+    unsigned char *hog = upager_malloc(16 * PS);
+    unsigned char *buf = evicted(PS, 0);
+    pthread_mutex_t *m = upager_malloc(sizeof *m);
+    pthread_mutex_init(m, NULL);
+    evict(m, sizeof *m);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(write(p[1], "0123456789", 10), 10);
+    ck_assert_int_eq(upager_pin(hog, 16 * PS, UPAGER_PIN_WRITE), 0);
+    static struct waiter w; /* not in the arena: the test thread reads it */
+    w.fd = p[0];
+    w.buf = buf;
+    w.m = m;
+    atomic_store(&w.done, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, budget_reader, &w), 0);
+    usleep(200000);
+    ck_assert_int_eq(atomic_load(&w.done), 0); /* waiting for the budget */
+    ck_assert_int_eq(upager_unpin(hog, 16 * PS), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(w.got, 10);
+    ck_assert_int_eq(memcmp(buf + 10, "0123456789", 10), 0);
+    assert_no_pins();
+    close(p[0]);
+    close(p[1]);
+    upager_free(m);
+    upager_free(buf);
+    upager_free(hog);
+}
+END_TEST
+
+/* A thread cancelled in read(2) into paged memory leaves no pin behind,
+ * and nothing is taken from the pipe. */
+static void *blocked_reader(void *arg)
+{
+    struct waiter *w = arg;
+    w->got = read(w->fd, w->buf, PS);
+    return NULL;
+}
+
+START_TEST(test_io_cancel)
+{
+    tu_env("64K", "4096");
+    unsigned char *buf = evicted(2 * PS, 0);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    static struct waiter w;
+    w.fd = p[0];
+    w.buf = buf + 100;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, blocked_reader, &w), 0);
+    struct upager_stats s;
+    for (int i = 0; i < 1000; i++) {
+        tu_stats(&s);
+        if (s.pinned_bytes)
+            break;
+        usleep(1000);
+    }
+    ck_assert_uint_eq(s.pinned_bytes, 2 * PS);
+    usleep(10000);
+    ck_assert_int_eq(pthread_cancel(t), 0);
+    void *res;
+    ck_assert_int_eq(pthread_join(t, &res), 0);
+    ck_assert_ptr_eq(res, PTHREAD_CANCELED);
+    assert_no_pins();
+    ck_assert_int_eq(write(p[1], "ab", 2), 2);
+    evict(buf, 2 * PS);
+    ck_assert_int_eq(read(p[0], buf, 10), 2);
+    close(p[0]);
+    close(p[1]);
+    upager_free(buf);
+}
+END_TEST
+
+/* What -D_FORTIFY_SOURCE compiles the calls to, with the buffers in
+ * evicted memory; the size check is still made. */
+ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen);
+ssize_t __pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen);
+ssize_t __pread64_chk(int fd, void *buf, size_t n, off_t off, size_t buflen);
+ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+                       struct sockaddr *addr, socklen_t *alen);
+size_t __fread_chk(void *buf, size_t buflen, size_t size, size_t n, FILE *f);
+ssize_t __readlink_chk(const char *path, char *buf, size_t len, size_t buflen);
+int __open_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+
+START_TEST(test_io_fortify)
+{
+    tu_env("64K", "4096");
+    char *path = tu_make_file("kfort", 20000, 71);
+    char *pth = upager_malloc(3 * PS);
+    unsigned char *u = upager_malloc(3 * PS);
+    strcpy(pth + PS - 3, path);
+#define FRESH() (evict(pth, 3 * PS), evict(u, 3 * PS))
+    FRESH();
+    int fd = __open_2(pth + PS - 3, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    FRESH();
+    ck_assert_int_eq(__read_chk(fd, u + 5, 6000, 3 * PS - 5), 6000);
+    ck_assert_uint_eq(tu_pattern_check(u + 5, 0, 6000, 71), NO_MISMATCH);
+    FRESH();
+    ck_assert_int_eq(__pread_chk(fd, u + 5, 6000, 100, 3 * PS - 5), 6000);
+    ck_assert_uint_eq(tu_pattern_check(u + 5, 100, 6000, 71), NO_MISMATCH);
+    FRESH();
+    ck_assert_int_eq(__pread64_chk(fd, u + 5, 6000, 200, 3 * PS - 5), 6000);
+    ck_assert_uint_eq(tu_pattern_check(u + 5, 200, 6000, 71), NO_MISMATCH);
+    close(fd);
+    FRESH();
+    fd = __openat_2(AT_FDCWD, pth + PS - 3, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    FILE *f = fdopen(fd, "r");
+    FRESH();
+    ck_assert_uint_eq(__fread_chk(u + 7, 3 * PS - 7, 10, 600, f), 600);
+    ck_assert_uint_eq(tu_pattern_check(u + 7, 0, 6000, 71), NO_MISMATCH);
+    fclose(f);
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ck_assert_int_eq(write(sv[0], "hello world", 11), 11);
+    FRESH();
+    ck_assert_int_eq(__recv_chk(sv[1], u + PS - 2, 5, 100, MSG_WAITALL), 5);
+    ck_assert_int_eq(memcmp(u + PS - 2, "hello", 5), 0);
+    FRESH();
+    ck_assert_int_eq(__recvfrom_chk(sv[1], u + 2 * PS - 2, 6, 100, 0, NULL, NULL), 6);
+    ck_assert_int_eq(memcmp(u + 2 * PS - 2, " world", 6), 0);
+    close(sv[0]);
+    close(sv[1]);
+    char *lnk = tu_temp_path("kfortl");
+    ck_assert_int_eq(symlink(path, lnk), 0);
+    strcpy(pth + PS - 3, lnk);
+    FRESH();
+    ck_assert_int_eq(__readlink_chk(pth + PS - 3, (char *)u + 1, 2 * PS, 3 * PS - 1),
+                     (ssize_t)strlen(path));
+    ck_assert_int_eq(memcmp(u + 1, path, strlen(path)), 0);
+#undef FRESH
+    assert_no_pins();
+    unlink(lnk);
+    free(lnk);
+    unlink(path);
+    free(path);
+    upager_free(u);
+    upager_free(pth);
+}
+END_TEST
+
+/* A request larger than the buffer the compiler saw still aborts. */
+START_TEST(test_io_fortify_overflow)
+{
+    tu_env("64K", "4096");
+    unsigned char *u = evicted(PS, 0);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    struct tu_capture c;
+    tu_capture_begin(&c); /* keep glibc's line out of the log */
+    __read_chk(p[0], u, 200, 100);
+    free(tu_capture_end(&c));
+}
+END_TEST
+
 /* ---- SQLite with upager as its allocator --------------------------------- */
 
 static int sq_init(void *arg) { (void)arg; return 0; }
@@ -1347,6 +1532,10 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_io_socket);
     tcase_add_test(tc, test_io_paths);
     tcase_add_test(tc, test_io_before_init);
+    tcase_add_test(tc, test_io_budget_all_pinned);
+    tcase_add_test(tc, test_io_cancel);
+    tcase_add_test(tc, test_io_fortify);
+    tcase_add_test_raise_signal(tc, test_io_fortify_overflow, SIGABRT);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sqlite");
