@@ -12,9 +12,10 @@
  * the arena, or the library not started (it never starts it).  Otherwise
  * it pins the pages the call touches (upager__pin_range, map.c), writable
  * where the kernel writes, calls the real function, and unpins, also when
- * the thread is cancelled inside (pthread_cleanup_push).  The real function
- * is found once, by a constructor, with dlsym(RTLD_NEXT); the fault path
- * never looks one up.
+ * the thread is cancelled inside (pthread_cleanup_push; this file is built
+ * with -fexceptions, so that costs no setjmp).  The real function is found
+ * once, by a constructor, with dlsym(RTLD_NEXT); the fault path never
+ * looks one up.
  *
  * Synchronization objects stay pinned for the whole call: a thread asleep
  * in pthread_cond_wait keeps the condition variable's page and the mutex's
@@ -88,9 +89,20 @@ static struct {
 #undef I
 } real;
 
-static void *lookup(const char *name)
+/* Finds every real function.  A name this C library lacks (an older one)
+ * stays NULL: no program that runs with it can call that name. */
+__attribute__((constructor)) static void interpose_init(void)
 {
-    void *f = dlsym(RTLD_NEXT, name);
+#define I(name) __atomic_store_n(&real.name, (__typeof__(real.name))dlsym(RTLD_NEXT, #name), \
+                                 __ATOMIC_RELAXED);
+#include "interpose.def"
+#undef I
+}
+
+__attribute__((noinline, cold)) static void *missing(void **slot, const char *name)
+{
+    interpose_init(); /* called before our constructor ran */
+    void *f = __atomic_load_n(slot, __ATOMIC_RELAXED);
     if (!f) {
         upager__say_safe("cannot find the C library's ", name, "(): aborting");
         abort();
@@ -98,19 +110,13 @@ static void *lookup(const char *name)
     return f;
 }
 
-__attribute__((constructor)) static void interpose_init(void)
-{
-#define I(name) __atomic_store_n(&real.name, (__typeof__(real.name))lookup(#name), __ATOMIC_RELAXED);
-#include "interpose.def"
-#undef I
-}
-
-/* The real function; looked up here only when a constructor that ran
- * before ours calls it. */
+/* The real function.  Looked up here only when a constructor that ran
+ * before ours calls it; never on the fault path, whose calls (pread,
+ * pwrite, write) come after start-up. */
 #define REAL(name)                                                            \
     (__builtin_expect(__atomic_load_n(&real.name, __ATOMIC_RELAXED) != NULL, 1) \
          ? real.name                                                          \
-         : (interpose_init(), real.name))
+         : (__typeof__(real.name))missing((void **)&real.name, #name))
 
 /* ---- where memory is -------------------------------------------------- */
 
@@ -759,6 +765,23 @@ static ssize_t call_fwrite(struct io *io, struct iovec *v, int n, size_t done)
     return (ssize_t)REAL(fwrite)(v[0].iov_base, 1, v[0].iov_len, io->f);
 }
 
+static void unlock_file(void *f)
+{
+    funlockfile(f);
+}
+
+/* The pieces under the FILE's lock (it is recursive), so that another
+ * thread's call on the same FILE cannot come between them. */
+static size_t stdio_run(struct io *io, const void *buf, size_t bytes, size_t size)
+{
+    ssize_t r;
+    flockfile(io->f);
+    pthread_cleanup_push(unlock_file, io->f);
+    r = io_one(io, buf, bytes);
+    pthread_cleanup_pop(1);
+    return r < 0 ? 0 : (size_t)r / size;
+}
+
 EXPORT size_t fread(void *restrict buf, size_t size, size_t n, FILE *restrict f)
 {
     size_t bytes;
@@ -766,8 +789,7 @@ EXPORT size_t fread(void *restrict buf, size_t size, size_t n, FILE *restrict f)
         !overlaps(buf, bytes))
         return REAL(fread)(buf, size, n, f);
     struct io io = {.call = call_fread, .pflags = W, .more = GO_ON, .f = f};
-    ssize_t r = io_one(&io, buf, bytes);
-    return r < 0 ? 0 : (size_t)r / size;
+    return stdio_run(&io, buf, bytes, size);
 }
 
 EXPORT size_t fwrite(const void *restrict buf, size_t size, size_t n, FILE *restrict f)
@@ -777,8 +799,7 @@ EXPORT size_t fwrite(const void *restrict buf, size_t size, size_t n, FILE *rest
         !overlaps(buf, bytes))
         return REAL(fwrite)(buf, size, n, f);
     struct io io = {.call = call_fwrite, .more = GO_ON, .f = f};
-    ssize_t r = io_one(&io, buf, bytes);
-    return r < 0 ? 0 : (size_t)r / size;
+    return stdio_run(&io, buf, bytes, size);
 }
 
 /* ---- paths and struct stat ------------------------------------------- */
