@@ -340,7 +340,8 @@ SYNC1T(int, sem_clockwait, sem_t, (sem_t *restrict s, clockid_t c, const struct 
        s, t, (s, c, t))
 SYNC1(int, sem_post, sem_t, (sem_t *s), s, (s))
 
-/* glibc implements these with its internal pthread names, so they would
+/* glibc implements these with its internal pthread names (2.36: mtx_lock
+ * calls __pthread_mutex_lock directly, not through the PLT), so they would
  * bypass the functions above. */
 SYNC1(int, mtx_lock, mtx_t, (mtx_t *m), m, (m))
 SYNC1(int, mtx_trylock, mtx_t, (mtx_t *m), m, (m))
@@ -803,6 +804,10 @@ EXPORT size_t fwrite(const void *restrict buf, size_t size, size_t n, FILE *rest
 }
 
 /* ---- paths and struct stat ------------------------------------------- */
+
+/* Since glibc 2.33 a program calls stat, fstat, lstat and fstatat by these
+ * names (stat64 and so on with _FILE_OFFSET_BITS=64, as libsqlite3 does);
+ * the __xstat family is for older binaries only and is not covered. */
 
 /* A path in the arena: the string, pinned readable.  (Its first byte says
  * where it is: a string that starts outside the arena and runs into it is

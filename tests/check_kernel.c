@@ -1114,6 +1114,57 @@ START_TEST(test_io_before_init)
 }
 END_TEST
 
+/* Errors: the same return value and errno as the call on malloc memory. */
+#define SAME_ERROR(call_u, call_m)                                             \
+    do {                                                                       \
+        errno = 0;                                                             \
+        long ru_ = (long)(call_u);                                             \
+        int eu_ = errno;                                                       \
+        errno = 0;                                                             \
+        long rm_ = (long)(call_m);                                             \
+        int em_ = errno;                                                       \
+        ck_assert_msg(ru_ == rm_ && eu_ == em_,                                \
+                      "%s: %ld (errno %d) against %ld (errno %d) on malloc memory", \
+                      #call_u, ru_, eu_, rm_, em_);                            \
+    } while (0)
+
+START_TEST(test_io_errors_as_malloc)
+{
+    tu_env("64K", "4096");
+    unsigned char *u = evicted(4 * PS, 1), *m = malloc(4 * PS);
+    struct iovec *iu = upager_malloc(2 * sizeof *iu), im[2];
+    iu[0] = (struct iovec){u + 1, 100};
+    iu[1] = (struct iovec){u + 2 * PS, 100};
+    im[0] = (struct iovec){m + 1, 100};
+    im[1] = (struct iovec){m + 2 * PS, 100};
+    int p[2], ro = open("/dev/null", O_RDONLY);
+    ck_assert_int_eq(pipe(p), 0);
+    evict(iu, 2 * sizeof *iu);
+    SAME_ERROR(pread(p[0], u + 5, 100, 0), pread(p[0], m + 5, 100, 0));       /* ESPIPE */
+    SAME_ERROR(pwrite(p[1], u + 5, 100, 0), pwrite(p[1], m + 5, 100, 0));
+    SAME_ERROR(write(ro, u, 10), write(ro, m, 10));                           /* EBADF */
+    SAME_ERROR(read(p[1], u, 10), read(p[1], m, 10));
+    SAME_ERROR(recv(ro, u, 10, 0), recv(ro, m, 10, 0));                       /* ENOTSOCK */
+    SAME_ERROR(send(p[1], u, 10, 0), send(p[1], m, 10, 0));
+    volatile int neg = -1; /* opaque to the compiler, which warns on a constant */
+    SAME_ERROR(readv(p[0], iu, neg), readv(p[0], im, neg));                   /* EINVAL */
+    SAME_ERROR(writev(ro, iu, 2), writev(ro, im, 2));
+    SAME_ERROR(preadv(p[0], iu, 2, 0), preadv(p[0], im, 2, 0));
+    SAME_ERROR(read(ro, u, 10), read(ro, m, 10));                             /* 0: EOF */
+    SAME_ERROR(write(p[1], u, 0), write(p[1], m, 0));
+    SAME_ERROR(fstat(-1, (struct stat *)u), fstat(-1, (struct stat *)m));
+    close(p[0]);
+    signal(SIGPIPE, SIG_IGN);
+    SAME_ERROR(write(p[1], u, 10), write(p[1], m, 10)); /* EPIPE */
+    close(p[1]);
+    close(ro);
+    assert_no_pins();
+    upager_free(iu);
+    upager_free(u);
+    free(m);
+}
+END_TEST
+
 /* The budget all pinned: a call that needs a page of its own waits for a
  * pin to go, then completes; it never fails with ENOMEM. */
 struct waiter {
@@ -1532,6 +1583,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_io_socket);
     tcase_add_test(tc, test_io_paths);
     tcase_add_test(tc, test_io_before_init);
+    tcase_add_test(tc, test_io_errors_as_malloc);
     tcase_add_test(tc, test_io_budget_all_pinned);
     tcase_add_test(tc, test_io_cancel);
     tcase_add_test(tc, test_io_fortify);
