@@ -23,12 +23,17 @@
  * sleeps, when it is woken and when it takes the mutex back.  A timeout in
  * the arena is copied rather than pinned (the C library only reads it).
  *
- * I/O buffers are pinned in pieces of at most half the budget.  A buffer
- * that does not fit goes in several calls where that is invisible (pread
- * and pwrite, read and write on a regular file, stdio) and otherwise (a
- * pipe, a socket) the count of the first piece is returned, as a short
- * count, with no second call after data moved.  Small objects the call
- * needs whole (a path, a struct stat, a socket address) are pinned whole.
+ * I/O buffers are pinned in pieces: half the budget for positioned I/O,
+ * stdio and regular files; an eighth for a call that may block on a pipe,
+ * a socket or a device (a blocked call keeps its pins); the whole budget
+ * for a datagram, which must go in one call.  A buffer that does not fit
+ * goes in several calls where nobody can tell (pread and pwrite, stdio,
+ * read and write on a regular file, a blocking write to a pipe or stream
+ * socket, which the kernel completes too); a read from a pipe, a socket or
+ * a device, and non-blocking I/O, return the count of the first piece, a
+ * short count, with no second call after data moved.  Small objects the
+ * call needs whole (a path, a struct stat, a socket address) are pinned
+ * whole.
  *
  * The budget all pinned (ENOMEM from the pin): the call releases what it
  * pinned and waits, without being a cancellation point, until pins are
@@ -362,12 +367,19 @@ struct io;
  * before it.  Returns the bytes moved or -1 with errno. */
 typedef ssize_t io_call(struct io *io, struct iovec *v, int n, size_t done);
 
-enum { GO_ON, GO_ON_IF_FILE, ONE_CALL }; /* after a whole piece */
+/* After a whole piece: go on with the next, or return the count. */
+enum {
+    GO_ON,    /* positioned I/O, stdio, a regular file, a blocking write */
+    DECIDE,   /* by the descriptor (decide), when it matters            */
+    ONE_CALL, /* a read from a pipe, socket or device; non-blocking I/O */
+};
 
 struct io {
     io_call *call;
-    int pflags;      /* W when the kernel writes into the buffers       */
-    int more;        /* GO_ON...                                         */
+    int pflags;      /* W when the kernel writes into the buffers        */
+    bool wr;         /* the kernel reads the buffers: a write            */
+    bool whole;      /* a datagram: one call, with the whole buffer      */
+    int more;        /* GO_ON, DECIDE, ONE_CALL                           */
     int fd, flags;
     off64_t off;     /* pread and friends: offset of the first byte      */
     FILE *f;
@@ -380,25 +392,44 @@ struct io {
     int nneed;
 };
 
-static bool regular_file(int fd)
+/* What a piece may be, by the descriptor.  A regular file goes on in
+ * pieces: nobody can tell.  A datagram is one call with the whole buffer
+ * (a piece would truncate it).  A blocking write to a pipe or a stream
+ * socket goes on too, as the kernel's own would (POSIX wants the whole
+ * count from it); a read returns what the first piece got, as a short
+ * count, and makes no second call that could block after data moved. */
+static void decide(struct io *io)
 {
     struct stat st;
-    return REAL(fstat)(fd, &st) == 0 && S_ISREG(st.st_mode);
+    int type, fl;
+    socklen_t tl = sizeof type;
+    if (REAL(fstat)(io->fd, &st) != 0) {
+        io->more = ONE_CALL; /* the call itself will say why */
+    } else if (S_ISREG(st.st_mode)) {
+        io->more = GO_ON;
+    } else if (S_ISSOCK(st.st_mode) &&
+               getsockopt(io->fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+               type != SOCK_STREAM) {
+        io->more = ONE_CALL;
+        io->whole = true;
+    } else if (io->wr && !(io->flags & MSG_DONTWAIT) && (fl = fcntl(io->fd, F_GETFL)) >= 0 &&
+               !(fl & O_NONBLOCK)) {
+        io->more = GO_ON;
+    } else {
+        io->more = ONE_CALL;
+    }
 }
 
 /* Pins a piece of the buffers that starts at byte `off` of iov[i]: up to
- * IOV_LOCAL entries and half the budget of arena bytes, built into v.
- * Returns the entries; *len gets the piece's bytes, *short_ whether the
- * budget cut it.  Precondition: ps holds the needed objects only. */
+ * IOV_LOCAL entries and `cap` arena bytes, built into v.  Returns the
+ * entries; *len gets the piece's bytes, *cut whether the budget cut it.
+ * Precondition: ps holds the needed objects only. */
 static int piece(struct io *io, struct pinset *ps, const struct iovec *iov, int cnt, int i,
-                 size_t off, struct iovec *v, size_t *len, bool *short_)
+                 size_t off, size_t cap, struct iovec *v, size_t *len, bool *cut)
 {
-    const struct upager__global *g = &upager__g;
-    size_t half = g->limit / 2 ? g->limit / 2 : 1;
-    size_t cap = half << g->page_shift; /* arena bytes left in this piece */
     int n = 0;
     *len = 0;
-    *short_ = false;
+    *cut = false;
     for (; i < cnt && n < IOV_LOCAL; i++, off = 0) {
         char *p = (char *)iov[i].iov_base + off;
         size_t l = iov[i].iov_len - off;
@@ -408,7 +439,7 @@ static int piece(struct io *io, struct pinset *ps, const struct iovec *iov, int 
             int err = pin(ps, p, want, io->pflags, &covered);
             if (err == ENOMEM) {
                 l = covered;
-                *short_ = last = true;
+                *cut = last = true;
             } else if (err == 0) {
                 if (want < l)
                     l = want, last = true;
@@ -426,10 +457,13 @@ static int piece(struct io *io, struct pinset *ps, const struct iovec *iov, int 
 }
 
 /* The engine: the call on successive pieces of iov[0..cnt), each pinned
- * for its call.  Returns the total moved, or -1 with errno when the first
- * call failed. */
+ * for its call.  A piece holds at most an eighth of the budget when the
+ * call may block on a pipe, a socket or a device (a blocked call keeps its
+ * pins), half of it otherwise, the whole budget for a datagram.  Returns
+ * the total moved, or -1 with errno when the first call failed. */
 static ssize_t io_run(struct io *io, const struct iovec *iov, int cnt)
 {
+    const struct upager__global *g = &upager__g;
     struct pinset ps;
     struct iovec v[IOV_LOCAL];
     size_t all = 0, total = 0, off = 0;
@@ -438,19 +472,31 @@ static ssize_t io_run(struct io *io, const struct iovec *iov, int cnt)
     unsigned tries = 0;
     for (int k = 0; k < cnt; k++)
         all += iov[k].iov_len;
+    size_t limit = g->limit ? g->limit : 1;
+    size_t small = (limit / 8 ? limit / 8 : 1) << g->page_shift;
+    if (io->more == DECIDE && all > small)
+        decide(io);
     ps.n = 0;
     pthread_cleanup_push(pins_release, &ps);
     for (;;) {
+        size_t cap = io->whole                ? limit << g->page_shift
+                     : io->more == GO_ON      ? (limit / 2 ? limit / 2 : 1) << g->page_shift
+                                              : small;
         pin_objs(&ps, io->need, io->nneed);
         size_t len;
         bool cut;
-        int n = piece(io, &ps, iov, cnt, i, off, v, &len, &cut);
+        int n = piece(io, &ps, iov, cnt, i, off, cap, v, &len, &cut);
         size_t left = all - total;
-        if (cut && len < left && len < PIPE_BUF) {
-            /* Not even PIPE_BUF bytes: wait rather than split small. */
-            pins_release(&ps);
-            budget_wait(&tries);
-            continue;
+        if (cut && len < left) {
+            if (io->more == DECIDE)
+                decide(io);
+            /* Not even PIPE_BUF bytes, or part of a datagram that fits the
+             * budget: wait for pins to go rather than split it. */
+            if (len < PIPE_BUF || (io->whole && left <= (limit << g->page_shift))) {
+                pins_release(&ps);
+                budget_wait(&tries);
+                continue;
+            }
         }
         tries = 0;
         ssize_t r = io->call(io, v, n, total);
@@ -460,13 +506,16 @@ static ssize_t io_run(struct io *io, const struct iovec *iov, int cnt)
             break;
         }
         total += (size_t)r;
-        if ((size_t)r < len || total >= all || io->more == ONE_CALL ||
-            (io->more == GO_ON_IF_FILE && !regular_file(io->fd))) {
+        if ((size_t)r < len || total >= all) {
             result = (ssize_t)total;
             break;
         }
-        if (io->more == GO_ON_IF_FILE)
-            io->more = GO_ON;
+        if (io->more == DECIDE)
+            decide(io);
+        if (io->more == ONE_CALL) {
+            result = (ssize_t)total;
+            break;
+        }
         /* The next piece starts where this one ended. */
         size_t skip = (size_t)r;
         while (i < cnt && skip >= iov[i].iov_len - off) {
@@ -552,7 +601,7 @@ EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     if (OFF() || !overlaps(buf, n))
         return REAL(read)(fd, buf, n);
-    struct io io = {.call = call_read, .pflags = W, .more = GO_ON_IF_FILE, .fd = fd};
+    struct io io = {.call = call_read, .pflags = W, .more = DECIDE, .fd = fd};
     return io_one(&io, buf, n);
 }
 
@@ -560,7 +609,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     if (OFF() || !overlaps(buf, n))
         return REAL(write)(fd, buf, n);
-    struct io io = {.call = call_write, .more = GO_ON_IF_FILE, .fd = fd};
+    struct io io = {.call = call_write, .wr = true, .more = DECIDE, .fd = fd};
     return io_one(&io, buf, n);
 }
 
@@ -578,7 +627,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
     {                                                                         \
         if (OFF() || !overlaps(buf, n))                                       \
             return REAL(name)(fd, buf, n, off);                               \
-        struct io io = {.call = call_pwrite, .more = GO_ON, .fd = fd, .off = off}; \
+        struct io io = {.call = call_pwrite, .wr = true, .more = GO_ON, .fd = fd, .off = off}; \
         return io_one(&io, buf, n);                                           \
     }
 PREAD(pread, off_t)
@@ -590,7 +639,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
     if (OFF() || !iov_hits(iov, cnt))
         return REAL(readv)(fd, iov, cnt);
-    struct io io = {.call = call_readv, .pflags = W, .more = GO_ON_IF_FILE, .fd = fd};
+    struct io io = {.call = call_readv, .pflags = W, .more = DECIDE, .fd = fd};
     return io_vec(&io, iov, cnt);
 }
 
@@ -598,7 +647,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
     if (OFF() || !iov_hits(iov, cnt))
         return REAL(writev)(fd, iov, cnt);
-    struct io io = {.call = call_writev, .more = GO_ON_IF_FILE, .fd = fd};
+    struct io io = {.call = call_writev, .wr = true, .more = DECIDE, .fd = fd};
     return io_vec(&io, iov, cnt);
 }
 
@@ -607,7 +656,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
     {                                                                         \
         if (OFF() || !iov_hits(iov, cnt))                                     \
             return REAL(name)(fd, iov, cnt, off);                             \
-        struct io io = {.call = fn, .pflags = pf, .more = GO_ON, .fd = fd, .off = off}; \
+        struct io io = {.call = fn, .pflags = pf, .wr = !pf, .more = GO_ON, .fd = fd, .off = off}; \
         return io_vec(&io, iov, cnt);                                         \
     }
 PREADV(preadv, off_t, call_preadv, W)
@@ -615,7 +664,7 @@ PREADV(preadv64, off64_t, call_preadv, W)
 PREADV(pwritev, off_t, call_pwritev, 0)
 PREADV(pwritev64, off64_t, call_pwritev, 0)
 
-/* sockets: one call, a short count when the buffer does not fit */
+/* sockets */
 
 static ssize_t call_recv(struct io *io, struct iovec *v, int n, size_t done)
 {
@@ -664,7 +713,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     if (OFF() || !overlaps(buf, n))
         return REAL(recv)(fd, buf, n, flags);
-    struct io io = {.call = call_recv, .pflags = W, .more = ONE_CALL, .fd = fd, .flags = flags};
+    struct io io = {.call = call_recv, .pflags = W, .more = DECIDE, .fd = fd, .flags = flags};
     return io_one(&io, buf, n);
 }
 
@@ -672,7 +721,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     if (OFF() || !overlaps(buf, n))
         return REAL(send)(fd, buf, n, flags);
-    struct io io = {.call = call_send, .more = ONE_CALL, .fd = fd, .flags = flags};
+    struct io io = {.call = call_send, .wr = true, .more = DECIDE, .fd = fd, .flags = flags};
     return io_one(&io, buf, n);
 }
 
@@ -682,7 +731,7 @@ EXPORT ssize_t recvfrom(int fd, void *restrict buf, size_t n, int flags, __SOCKA
     struct sockaddr *a = addr.__sockaddr__;
     if (OFF() || (!overlaps(buf, n) && !ARENA(a) && !ARENA(alen)))
         return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
-    struct io io = {.call = call_recvfrom, .pflags = W, .more = ONE_CALL, .fd = fd,
+    struct io io = {.call = call_recvfrom, .pflags = W, .more = DECIDE, .fd = fd,
                     .flags = flags, .addr = a, .addrlenp = alen};
     io.need[0] = (struct pinobj){alen, sizeof *alen, W};
     io.need[1] = (struct pinobj){a, a && alen ? *alen : 0, W};
@@ -696,7 +745,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, __CONST_SOCK
     const struct sockaddr *a = addr.__sockaddr__;
     if (OFF() || (!overlaps(buf, n) && !ARENA(a)))
         return REAL(sendto)(fd, buf, n, flags, addr, alen);
-    struct io io = {.call = call_sendto, .more = ONE_CALL, .fd = fd, .flags = flags,
+    struct io io = {.call = call_sendto, .wr = true, .more = DECIDE, .fd = fd, .flags = flags,
                     .addr = a, .addrlen = alen};
     io.need[0] = (struct pinobj){a, a ? alen : 0, 0};
     io.nneed = 1;
@@ -740,7 +789,7 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     if (OFF() || !msg_hits(msg))
         return REAL(recvmsg)(fd, msg, flags);
-    struct io io = {.call = call_recvmsg, .pflags = W, .more = ONE_CALL, .fd = fd,
+    struct io io = {.call = call_recvmsg, .pflags = W, .more = DECIDE, .fd = fd,
                     .flags = flags};
     return msg_run(&io, msg, W);
 }
@@ -749,7 +798,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     if (OFF() || !msg_hits(msg))
         return REAL(sendmsg)(fd, msg, flags);
-    struct io io = {.call = call_sendmsg, .more = ONE_CALL, .fd = fd, .flags = flags};
+    struct io io = {.call = call_sendmsg, .wr = true, .more = DECIDE, .fd = fd, .flags = flags};
     return msg_run(&io, (struct msghdr *)msg, 0);
 }
 
@@ -799,7 +848,7 @@ EXPORT size_t fwrite(const void *restrict buf, size_t size, size_t n, FILE *rest
     if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 || bytes > SSIZE_MAX ||
         !overlaps(buf, bytes))
         return REAL(fwrite)(buf, size, n, f);
-    struct io io = {.call = call_fwrite, .more = GO_ON, .f = f};
+    struct io io = {.call = call_fwrite, .wr = true, .more = GO_ON, .f = f};
     return stdio_run(&io, buf, bytes, size);
 }
 

@@ -813,6 +813,72 @@ START_TEST(test_io_larger_than_budget)
 }
 END_TEST
 
+/* A blocking write larger than the pieces to a pipe completes, as the
+ * kernel's own would; a datagram larger than a piece goes whole. */
+struct drain {
+    int fd;
+    unsigned char *buf;
+    size_t len, got;
+};
+
+static void *drainer(void *arg)
+{
+    struct drain *d = arg;
+    ssize_t r;
+    while (d->got < d->len && (r = read(d->fd, d->buf + d->got, d->len - d->got)) > 0)
+        d->got += (size_t)r;
+    return NULL;
+}
+
+START_TEST(test_io_blocking_write_and_datagram)
+{
+    tu_env("64K", "4096");
+    const size_t len = 512 * TU_KIB;
+    unsigned char *u = upager_malloc(len);
+    ck_assert_ptr_nonnull(u);
+    tu_pattern_fill(u, 0, len, 81);
+    evict(u, len);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    static struct drain d;
+    d.fd = p[0];
+    d.buf = malloc(len);
+    d.len = len;
+    d.got = 0;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, drainer, &d), 0);
+    ck_assert_int_eq(write(p[1], u, len), (ssize_t)len);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_uint_eq(d.got, len);
+    ck_assert_uint_eq(tu_pattern_check(d.buf, 0, len, 81), NO_MISMATCH);
+    close(p[0]);
+    close(p[1]);
+
+    /* 40K datagrams: more than an eighth of the budget, less than all */
+    const size_t dg = 40 * TU_KIB;
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), 0);
+    int sz = 4 * (int)dg;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    evict(u, len);
+    ck_assert_int_eq(send(sv[0], u + 3, dg, 0), (ssize_t)dg);
+    ck_assert_int_eq(write(sv[0], u + 3 + dg, dg), (ssize_t)dg);
+    unsigned char *in = evicted(2 * dg + PS, 0);
+    ck_assert_int_eq(recv(sv[1], in + 1, dg + PS, 0), (ssize_t)dg);
+    ck_assert_uint_eq(tu_pattern_check(in + 1, 3, dg, 81), NO_MISMATCH);
+    evict(in, 2 * dg + PS);
+    ck_assert_int_eq(read(sv[1], in + 5, dg + PS), (ssize_t)dg);
+    ck_assert_uint_eq(tu_pattern_check(in + 5, 3 + dg, dg, 81), NO_MISMATCH);
+    close(sv[0]);
+    close(sv[1]);
+    assert_no_pins();
+    upager_free(in);
+    free(d.buf);
+    upager_free(u);
+}
+END_TEST
+
 /* A pipe: reads and writes from evicted memory; a partial read leaves the
  * rest in the pipe. */
 START_TEST(test_io_pipe)
@@ -1580,6 +1646,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_io_file_writes);
     tcase_add_test(tc, test_io_larger_than_budget);
     tcase_add_test(tc, test_io_pipe);
+    tcase_add_test(tc, test_io_blocking_write_and_datagram);
     tcase_add_test(tc, test_io_socket);
     tcase_add_test(tc, test_io_paths);
     tcase_add_test(tc, test_io_before_init);
