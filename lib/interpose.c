@@ -457,7 +457,8 @@ static int piece(struct io *io, struct pinset *ps, const struct iovec *iov, int 
 }
 
 /* The engine: the call on successive pieces of iov[0..cnt), each pinned
- * for its call.  A piece holds at most an eighth of the budget when the
+ * for its call; the vector is rebuilt in v (the caller's, in the arena or
+ * not, is read in user space, where faults are resolved).  A piece holds at most an eighth of the budget when the
  * call may block on a pipe, a socket or a device (a blocked call keeps its
  * pins), half of it otherwise, the whole budget for a datagram.  Returns
  * the total moved, or -1 with errno when the first call failed. */
@@ -549,13 +550,6 @@ static bool iov_hits(const struct iovec *iov, int cnt)
     return false;
 }
 
-/* A vector call: the array is copied (read in user space), the buffers
- * pinned. */
-static ssize_t io_vec(struct io *io, const struct iovec *iov, int cnt)
-{
-    return io_run(io, iov, cnt);
-}
-
 /* read and write */
 
 static ssize_t call_read(struct io *io, struct iovec *v, int n, size_t done)
@@ -640,7 +634,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
     if (OFF() || !iov_hits(iov, cnt))
         return REAL(readv)(fd, iov, cnt);
     struct io io = {.call = call_readv, .pflags = W, .more = DECIDE, .fd = fd};
-    return io_vec(&io, iov, cnt);
+    return io_run(&io, iov, cnt);
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -648,7 +642,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
     if (OFF() || !iov_hits(iov, cnt))
         return REAL(writev)(fd, iov, cnt);
     struct io io = {.call = call_writev, .wr = true, .more = DECIDE, .fd = fd};
-    return io_vec(&io, iov, cnt);
+    return io_run(&io, iov, cnt);
 }
 
 #define PREADV(name, off_type, fn, pf)                                        \
@@ -657,7 +651,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
         if (OFF() || !iov_hits(iov, cnt))                                     \
             return REAL(name)(fd, iov, cnt, off);                             \
         struct io io = {.call = fn, .pflags = pf, .wr = !pf, .more = GO_ON, .fd = fd, .off = off}; \
-        return io_vec(&io, iov, cnt);                                         \
+        return io_run(&io, iov, cnt);                                         \
     }
 PREADV(preadv, off_t, call_preadv, W)
 PREADV(preadv64, off64_t, call_preadv, W)
