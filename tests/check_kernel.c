@@ -558,9 +558,13 @@ START_TEST(test_sync_cancel)
             break;
         usleep(1000);
     }
-    usleep(20000);
     struct upager_stats st;
-    tu_stats(&st);
+    for (int i = 0; i < 5000; i++) { /* until the waiter is asleep in the call */
+        tu_stats(&st);
+        if (st.pinned_bytes >= 2 * PS)
+            break;
+        usleep(1000);
+    }
     ck_assert_uint_ge(st.pinned_bytes, 2 * PS); /* the waiter's two pages */
     ck_assert_int_eq(pthread_cancel(t), 0);
     void *res;
@@ -1306,7 +1310,7 @@ START_TEST(test_io_cancel)
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, blocked_reader, &w), 0);
     struct upager_stats s;
-    for (int i = 0; i < 1000; i++) {
+    for (int i = 0; i < 5000; i++) {
         tu_stats(&s);
         if (s.pinned_bytes)
             break;
