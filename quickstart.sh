@@ -35,14 +35,15 @@ say() { printf '==> %s\n' "$*"; }
 
 # --- 1. Packages -----------------------------------------------------------
 
-packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check"
+packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check libsqlite3-dev"
 . scripts/packages.sh
 if command -v dpkg-query >/dev/null 2>&1; then
     # shellcheck disable=SC2086  # one word per package
     ensure_packages quickstart $packages
 else
     echo "quickstart: not a Debian system: make sure a C compiler, make, autoconf," >&2
-    echo "automake, libtool, pkg-config, libsigsegv and Check are installed." >&2
+    echo "automake, libtool, pkg-config, libsigsegv, Check and SQLite (for the tests)" >&2
+    echo "are installed." >&2
 fi
 
 # --- 2. Build --------------------------------------------------------------

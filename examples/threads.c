@@ -9,11 +9,14 @@
  * threads at once, on the same pages and on different ones; nothing in the
  * program has to know.
  *
- * The second part shows the one thing paged memory cannot do on its own:
- * be the buffer of a system call.  The kernel does not raise a fault that
- * upager could resolve when read(2) writes into a page that is not
- * resident; read fails with EFAULT instead.  upager_pin makes the range
- * resident (writable, with UPAGER_PIN_WRITE) until upager_unpin.
+ * The second part is about system calls on paged memory.  The kernel does
+ * not raise a fault that upager could resolve when a system call writes
+ * into a page that is not resident: the raw call fails with EFAULT.
+ * libupager defines read(2) and the other common calls itself and pins
+ * their buffers for them (see upager(3)); for the calls it does not cover,
+ * upager_pin makes the range resident (writable, with UPAGER_PIN_WRITE)
+ * until upager_unpin.  The read here is pinned explicitly, as such a call
+ * would be; the pin nests with the one read takes.
  * UPAGER_BUDGET overrides the budget set here.
  *
  * Copyright (C) 2026 the upager authors.
@@ -58,8 +61,9 @@ static void *worker(void *arg)
     return (void *)(uintptr_t)wrong;
 }
 
-/* read(2) into paged memory: pin, read, unpin.  The range straddles a page
- * boundary to make the point that any range may be pinned. */
+/* A system call into paged memory: pin, read, unpin (read itself would not
+ * need it).  The range straddles a page boundary to make the point that
+ * any range may be pinned. */
 static int read_into_paged_memory(void)
 {
     struct upager_stats st;

@@ -100,6 +100,9 @@ UPAGER_API int upager_unmap(void *addr);
 /* Faults in the pages of [addr, addr+length) and keeps them resident until
  * upager_unpin.  Pins nest.  Pinned memory may be handed to system calls:
  * the kernel does not raise a fault that upager could resolve for them.
+ * (The common calls, read, write, send, recv, stat, pthread and C11
+ * synchronization and the others listed in upager(3), pin for themselves:
+ * libupager defines them.)
  * Returns 0, or EINVAL (outside the arena, or memory that is not live),
  * ENOMEM (the pinned bytes would exceed the budget; nothing is pinned),
  * EIO (a page could not be read). */

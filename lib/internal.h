@@ -259,6 +259,16 @@ int upager__read_file(const char *path, char *buf, size_t len);
 
 /* map.c */
 void upager__map_after_fork(void);
+/* Pins the live pages under [addr, addr + len) (the part in the arena) for
+ * a system call: like upager_pin, but it never starts the library (the
+ * caller checked `ready`) and it keeps what it pinned when it stops.
+ * *covered is set to the bytes from addr that are pinned or outside the
+ * arena: len when it returns 0; up to the first page it could not pin when
+ * it returns ENOMEM (the budget is all pinned) or EINVAL (no live memory
+ * there, or UPAGER_PIN_WRITE on a read-only mapping).  Release with
+ * upager__unpin_range(addr, *covered).  Precondition: no lock held. */
+int upager__pin_range(const void *addr, size_t len, int flags, size_t *covered);
+void upager__unpin_range(const void *addr, size_t len);
 
 /* alloc.c */
 void upager__alloc_init(void);

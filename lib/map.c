@@ -206,64 +206,77 @@ static void unpin_locked(size_t i)
     }
 }
 
-int upager_pin(const void *addr, size_t length, int flags)
+/* Pins page i once, loading it when it is not resident.  Returns 0, EINVAL
+ * (no live allocation or mapping there, or UPAGER_PIN_WRITE on a read-only
+ * mapping) or ENOMEM (the budget is all pinned).  Precondition: no lock
+ * held. */
+static int pin_page(size_t i, int flags)
 {
     struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(i);
+    int err = 0;
+    upager__page_lock(i);
+    if (!PAGE_IS_LIVE(p) || ((flags & UPAGER_PIN_WRITE) && (p->flags & PF_RDONLY))) {
+        err = EINVAL;
+    } else if (p->pins == 0) {
+        upager__lock(&g->clock_lock);
+        if (g->pinned + 1 > g->limit)
+            err = ENOMEM;
+        else
+            g->pinned++;
+        upager__unlock(&g->clock_lock);
+    }
+    if (!err && p->state != PAGE_RESIDENT) {
+        err = upager__page_in_locked(i, true);
+        if (err && p->pins == 0) {
+            upager__lock(&g->clock_lock);
+            g->pinned--;
+            upager__unlock(&g->clock_lock);
+        } else if (!err) {
+            atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
+        }
+    }
+    if (err) {
+        upager__unlock(&p->lock);
+        return err;
+    }
+    /* Already open as asked (referenced, and dirty when pinned for writing):
+     * no mprotect, which matters to the interposed calls that pin a mutex
+     * on every lock and unlock. */
+    bool open = (p->flags & PF_REF) && (!(flags & UPAGER_PIN_WRITE) || (p->flags & PF_DIRTY));
+    if (!open) {
+        uint8_t old = p->flags;
+        p->flags |= (uint8_t)(PF_REF | ((flags & UPAGER_PIN_WRITE) ? PF_DIRTY : 0));
+        err = upager__protect(i, 1, (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ);
+        if (err) { /* vm.max_map_count: back to what it was */
+            p->flags = old;
+            upager__protect(i, 1, !(old & PF_REF)   ? PROT_NONE
+                                  : (old & PF_DIRTY) ? PROT_READ | PROT_WRITE
+                                                     : PROT_READ);
+            if (p->pins == 0) {
+                upager__lock(&g->clock_lock);
+                g->pinned--;
+                upager__unlock(&g->clock_lock);
+            }
+            upager__unlock(&p->lock);
+            return err;
+        }
+    }
+    p->pins++;
+    upager__unlock(&p->lock);
+    return 0;
+}
+
+int upager_pin(const void *addr, size_t length, int flags)
+{
     size_t first, end;
     int err = range_pages(addr, length, &first, &end);
     if (err || (flags & ~UPAGER_PIN_WRITE))
         return err ? err : EINVAL;
     size_t i;
     for (i = first; i < end; i++) {
-        struct upager__page *p = PG(i);
-        upager__page_lock(i);
-        if (!PAGE_IS_LIVE(p) || ((flags & UPAGER_PIN_WRITE) && (p->flags & PF_RDONLY))) {
-            err = EINVAL;
-        } else if (p->pins == 0) {
-            upager__lock(&g->clock_lock);
-            if (g->pinned + 1 > g->limit)
-                err = ENOMEM;
-            else
-                g->pinned++;
-            upager__unlock(&g->clock_lock);
-        }
-        if (!err && p->state != PAGE_RESIDENT) {
-            err = upager__page_in_locked(i, true);
-            if (err && p->pins == 0) {
-                upager__lock(&g->clock_lock);
-                g->pinned--;
-                upager__unlock(&g->clock_lock);
-            } else if (!err) {
-                atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-            }
-        }
-        if (err) {
-            upager__unlock(&p->lock);
+        if ((err = pin_page(i, flags)))
             break;
-        }
-        uint8_t old = p->flags;
-        if (flags & UPAGER_PIN_WRITE)
-            p->flags |= PF_DIRTY;
-        if (p->flags != old || !(p->flags & PF_REF)) {
-            p->flags |= PF_REF;
-            err = upager__protect(i, 1, (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE
-                                                               : PROT_READ);
-            if (err) { /* vm.max_map_count: back to what it was */
-                p->flags = old;
-                upager__protect(i, 1, !(old & PF_REF)   ? PROT_NONE
-                                      : (old & PF_DIRTY) ? PROT_READ | PROT_WRITE
-                                                         : PROT_READ);
-                if (p->pins == 0) {
-                    upager__lock(&g->clock_lock);
-                    g->pinned--;
-                    upager__unlock(&g->clock_lock);
-                }
-                upager__unlock(&p->lock);
-                break;
-            }
-        }
-        p->pins++;
-        upager__unlock(&p->lock);
     }
     if (err) { /* pin nothing: undo the pages pinned so far */
         for (size_t j = first; j < i; j++) {
@@ -292,6 +305,57 @@ int upager_unpin(const void *addr, size_t length)
         upager__unlock(&PG(i)->lock);
     }
     return 0;
+}
+
+/* The arena pages under [addr, addr + len), clipped to the arena: [*first,
+ * *end), empty when the range misses it.  Precondition: the library is
+ * ready. */
+static void clip_pages(const void *addr, size_t len, size_t *first, size_t *end)
+{
+    struct upager__global *g = &upager__g;
+    uintptr_t lo = (uintptr_t)addr, base = (uintptr_t)g->base;
+    uintptr_t top = base + (g->npages << g->page_shift);
+    uintptr_t hi = len > UINTPTR_MAX - lo ? UINTPTR_MAX : lo + len;
+    if (len == 0 || hi <= base || lo >= top) {
+        *first = *end = 0;
+        return;
+    }
+    if (lo < base)
+        lo = base;
+    if (hi > top)
+        hi = top;
+    *first = (lo - base) >> g->page_shift;
+    *end = ((hi - 1 - base) >> g->page_shift) + 1;
+}
+
+int upager__pin_range(const void *addr, size_t len, int flags, size_t *covered)
+{
+    size_t first, end, i;
+    int err = 0;
+    clip_pages(addr, len, &first, &end);
+    for (i = first; i < end; i++) {
+        if ((err = pin_page(i, flags)))
+            break;
+    }
+    if (!err) {
+        *covered = len;
+    } else {
+        uintptr_t stop = (uintptr_t)PAGE_ADDR(i);
+        *covered = stop > (uintptr_t)addr ? (size_t)(stop - (uintptr_t)addr) : 0;
+    }
+    return err;
+}
+
+void upager__unpin_range(const void *addr, size_t len)
+{
+    size_t first, end;
+    clip_pages(addr, len, &first, &end);
+    for (size_t i = first; i < end; i++) {
+        upager__lock(&PG(i)->lock);
+        if (PG(i)->pins)
+            unpin_locked(i);
+        upager__unlock(&PG(i)->lock);
+    }
 }
 
 /* ---- advice --------------------------------------------------------- */

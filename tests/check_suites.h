@@ -21,5 +21,6 @@ Suite *vma_suite(void);       /* check_vma.c: kernel mappings and metadata    */
 Suite *map_suite(void);       /* check_map.c: file mapping, pin, advise      */
 Suite *robust_suite(void);    /* check_robust.c: I/O errors, load, fork, misuse */
 Suite *limits_suite(void);    /* check_limits.c: tiny budgets, huge sizes, races */
+Suite *kernel_suite(void);    /* check_kernel.c: sync objects, system calls  */
 
 #endif /* UPAGER_CHECK_SUITES_H */
