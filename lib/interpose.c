@@ -69,6 +69,10 @@
 
 #include "internal.h"
 
+/* Macros in <stdio.h> with optimisation; the functions are interposed. */
+#undef fread_unlocked
+#undef fwrite_unlocked
+
 #define EXPORT __attribute__((visibility("default")))
 
 /* ---- the real functions ---------------------------------------------- */
@@ -808,6 +812,16 @@ static ssize_t call_fwrite(struct io *io, struct iovec *v, int n, size_t done)
     (void)n, (void)done;
     return (ssize_t)REAL(fwrite)(v[0].iov_base, 1, v[0].iov_len, io->f);
 }
+static ssize_t call_fread_unlocked(struct io *io, struct iovec *v, int n, size_t done)
+{
+    (void)n, (void)done;
+    return (ssize_t)REAL(fread_unlocked)(v[0].iov_base, 1, v[0].iov_len, io->f);
+}
+static ssize_t call_fwrite_unlocked(struct io *io, struct iovec *v, int n, size_t done)
+{
+    (void)n, (void)done;
+    return (ssize_t)REAL(fwrite_unlocked)(v[0].iov_base, 1, v[0].iov_len, io->f);
+}
 
 static void unlock_file(void *f)
 {
@@ -834,6 +848,31 @@ EXPORT size_t fread(void *restrict buf, size_t size, size_t n, FILE *restrict f)
         return REAL(fread)(buf, size, n, f);
     struct io io = {.call = call_fread, .pflags = W, .more = GO_ON, .f = f};
     return stdio_run(&io, buf, bytes, size);
+}
+
+/* The _unlocked variants (coreutils and other gnulib programs use them
+ * throughout): the caller holds the FILE, or needs no lock. */
+EXPORT size_t fread_unlocked(void *restrict buf, size_t size, size_t n, FILE *restrict f)
+{
+    size_t bytes;
+    if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 || bytes > SSIZE_MAX ||
+        !overlaps(buf, bytes))
+        return REAL(fread_unlocked)(buf, size, n, f);
+    struct io io = {.call = call_fread_unlocked, .pflags = W, .more = GO_ON, .f = f};
+    ssize_t r = io_one(&io, buf, bytes);
+    return r < 0 ? 0 : (size_t)r / size;
+}
+
+EXPORT size_t fwrite_unlocked(const void *restrict buf, size_t size, size_t n,
+                              FILE *restrict f)
+{
+    size_t bytes;
+    if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 || bytes > SSIZE_MAX ||
+        !overlaps(buf, bytes))
+        return REAL(fwrite_unlocked)(buf, size, n, f);
+    struct io io = {.call = call_fwrite_unlocked, .wr = true, .more = GO_ON, .f = f};
+    ssize_t r = io_one(&io, buf, bytes);
+    return r < 0 ? 0 : (size_t)r / size;
 }
 
 EXPORT size_t fwrite(const void *restrict buf, size_t size, size_t n, FILE *restrict f)
