@@ -230,6 +230,7 @@ void upager__map_after_fork(void);
 
 /* alloc.c */
 void upager__alloc_init(void);
+size_t upager__alloc_allocated_bytes(void); /* exact when no call is in flight */
 
 /* stats.c */
 void upager__stats_print(void);

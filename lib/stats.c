@@ -31,7 +31,7 @@ int upager_get_stats(struct upager_stats *out)
     out->bytes_read = LOAD(g->st.bytes_read);
     out->bytes_written = LOAD(g->st.bytes_written);
     out->io_errors = LOAD(g->st.io_errors);
-    out->allocated_bytes = LOAD(g->st.allocated_bytes);
+    out->allocated_bytes = upager__alloc_allocated_bytes(); /* thread caches too */
     out->page_size = g->page_size;
     upager__lock(&g->clock_lock);
     out->resident_bytes = g->used * g->page_size;
