@@ -4,8 +4,9 @@
  * NOTES ON THE DESIGN
  *
  * Small blocks (up to small_max: the page size, within 64K..256K) come in
- * size classes: 16..128 by 16, then four per doubling, so a size finds its
- * class with a shift and a count of leading zeros.  A class carves slabs,
+ * size classes: 16..128 by 16, then eight per doubling (at most 12.5% lost
+ * to rounding), so a size finds its class with a shift and a count of
+ * leading zeros.  A class carves slabs,
  * runs of arena pages (64K at least, eight blocks at least), into slots.
  * Larger blocks are runs of whole pages.
  *
@@ -68,7 +69,7 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define RELAXED memory_order_relaxed
 
-#define NCLASSES 64                      /* enough for 256K with 4 per doubling */
+#define NCLASSES 96                      /* enough for 256K with 8 per doubling */
 #define BIN_MAX 64                       /* slots a thread caches per class     */
 #define BIN_BYTES ((size_t)256 << 10)    /* ... and bytes                       */
 #define SLAB_MIN ((size_t)64 << 10)      /* bytes of a slab, at least           */
@@ -166,15 +167,15 @@ static inline unsigned size_class(size_t size)
         return size ? (unsigned)((size - 1) >> 4) : 0;
     size_t s = size - 1;
     unsigned sh = 63u - (unsigned)__builtin_clzll(s);
-    return 8 + (sh - 7) * 4 + (unsigned)((s >> (sh - 2)) & 3);
+    return 8 + (sh - 7) * 8 + (unsigned)((s >> (sh - 3)) & 7);
 }
 
 static size_t class_bytes(unsigned c)
 {
     if (c < 8)
         return 16 * (size_t)(c + 1);
-    unsigned sh = 7 + (c - 8) / 4, m = (c - 8) % 4;
-    return ((size_t)1 << sh) + (m + 1) * ((size_t)1 << (sh - 2));
+    unsigned sh = 7 + (c - 8) / 8, m = (c - 8) % 8;
+    return ((size_t)1 << sh) + (m + 1) * ((size_t)1 << (sh - 3));
 }
 
 /* The class for size bytes aligned to align (a power of two), or
