@@ -37,11 +37,16 @@
  *
  * Slabs with free slots are used before a new slab is made, so freed small
  * blocks are reused before new pages are touched.  An empty slab is kept
- * for reuse (a few per class, by budget); when twice that many are empty
- * the oldest go back to the pager in one batch (frames and store dropped,
- * neighbouring slabs in one call): a later access there is a genuine
- * fault.  Freed runs up to 1M are kept in a small cache (a sixteenth of
- * the budget, 8M at most) for reuse; larger ones, and the oldest of the
+ * for reuse, newest first; it goes back to the pager (frames and store
+ * dropped: a later access there is a genuine fault) once it has been
+ * empty for a second, or when the empty slabs of all classes exceed an
+ * eighth of the budget, the oldest first; the newest empty slab of a
+ * class always stays, so a block freed and allocated again at a slab's
+ * boundary never costs a system call.  Slabs due together go in one batch,
+ * neighbours in one call.  The check runs when a thread's cache flushes
+ * or refills, so an idle program keeps its empty slabs.  Freed runs up
+ * to 1M are kept in a small cache (a sixteenth of the budget, 8M at most)
+ * for reuse (calloc zeroes them); larger ones, and the oldest of the
  * cache, are given back at once.
  *
  * A run reserves twice its pages of address space; the pages beyond its
@@ -75,6 +80,8 @@
 #define SLAB_MIN ((size_t)64 << 10)      /* bytes of a slab, at least           */
 #define SLAB_MAX ((size_t)4 << 20)       /* bytes of a slab, at most            */
 #define RECIP_SHIFT 40                   /* slot = off * recip >> 40, exact      */
+#define EMPTY_DECAY_MS 1000              /* an empty slab goes back after this   */
+#define EMPTY_FRACTION 8                 /* ... or beyond budget / 8 of them     */
 #define LCACHE_N 16                      /* freed runs kept, at most            */
 #define LCACHE_RUN ((size_t)1 << 20)     /* largest run kept                    */
 #define LCACHE_BYTES ((size_t)8 << 20)   /* bytes of runs kept, at most         */
@@ -90,6 +97,7 @@ struct slab {
     uint32_t nslots, nfree;   /* slots, and slots FREE (class lock)       */
     uint32_t cursor;          /* no FREE slot below it (class lock)       */
     uint8_t on;               /* ON_*: which list of the class            */
+    uint32_t since;           /* now_ms() when it became empty            */
     size_t first, npages;     /* arena pages                              */
     struct slab *prev, *next; /* list of the class (class lock)           */
     _Atomic uint8_t state[];  /* SLOT_* per slot                          */
@@ -133,8 +141,10 @@ static struct {
 static uint32_t class_size[NCLASSES];
 static uint32_t class_pages[NCLASSES]; /* pages per slab                  */
 static uint16_t class_cap[NCLASSES];   /* thread cache stack size         */
-static uint16_t class_keep[NCLASSES];  /* empty slabs kept                */
 static unsigned nclasses;
+
+static _Atomic size_t empty_bytes; /* in empty slabs, every class       */
+static size_t empty_max;            /* budget / EMPTY_FRACTION            */
 
 static struct central {
     upager__lock_t lock;
@@ -266,8 +276,10 @@ static void list_remove(struct central *cen, struct slab *s)
         s->next->prev = s->prev;
     else if (s->on == ON_EMPTY)
         cen->empty_tail = s->prev;
-    if (s->on == ON_EMPTY)
+    if (s->on == ON_EMPTY) {
         cen->nempty--;
+        atomic_fetch_sub_explicit(&empty_bytes, s->npages * A.ps, RELAXED);
+    }
     s->prev = s->next = NULL;
     s->on = ON_NONE;
 }
@@ -293,6 +305,7 @@ static void push_empty(struct central *cen, struct slab *s)
     cen->empty = s;
     s->on = ON_EMPTY;
     cen->nempty++;
+    atomic_fetch_add_explicit(&empty_bytes, s->npages * A.ps, RELAXED);
 }
 
 /* A new slab of class c, FREE throughout, on the partial list.
@@ -358,11 +371,39 @@ static void slabs_release(struct slab *list)
     pthread_mutex_unlock(&upager__g.alloc_lock);
 }
 
-/* Slot `slot` of s goes back to FREE; empty slabs beyond twice the class's
- * keep are moved to *victims, down to the keep.  Precondition: the class
- * lock is held. */
-static void slot_return(struct central *cen, struct slab *s, size_t slot,
-                        struct slab **victims)
+/* Milliseconds, coarse (a few ms): enough to age empty slabs. */
+static uint32_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    return (uint32_t)((uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000);
+}
+
+/* Moves to *victims the empty slabs of the class that are due to go back:
+ * those empty for longer than EMPTY_DECAY_MS (all that were empty for half
+ * that, so that they go in one batch), and the oldest while the empty
+ * slabs of all classes exceed empty_max; the newest one of the class
+ * stays either way.  Precondition: the class lock is held. */
+static void empties_trim(struct central *cen, struct slab **victims)
+{
+    if (cen->nempty <= 1)
+        return;
+    uint32_t now = now_ms();
+    bool aged = now - cen->empty_tail->since > EMPTY_DECAY_MS;
+    while (cen->nempty > 1) {
+        struct slab *v = cen->empty_tail;
+        if (!(aged && now - v->since > EMPTY_DECAY_MS / 2) &&
+            atomic_load_explicit(&empty_bytes, RELAXED) <= empty_max)
+            break;
+        list_remove(cen, v);
+        v->next = *victims;
+        *victims = v;
+    }
+}
+
+/* Slot `slot` of s goes back to FREE.  Precondition: the class lock is
+ * held. */
+static void slot_return(struct central *cen, struct slab *s, size_t slot)
 {
     atomic_store_explicit(&s->state[slot], SLOT_FREE, RELAXED);
     if (slot < s->cursor)
@@ -371,16 +412,8 @@ static void slot_return(struct central *cen, struct slab *s, size_t slot,
     if (s->nfree == s->nslots) {
         if (s->on == ON_PARTIAL)
             list_remove(cen, s);
+        s->since = now_ms();
         push_empty(cen, s);
-        unsigned keep = class_keep[s->cls];
-        if (cen->nempty > 2 * keep) {
-            while (cen->nempty > keep) {
-                struct slab *v = cen->empty_tail;
-                list_remove(cen, v);
-                v->next = *victims;
-                *victims = v;
-            }
-        }
     } else if (s->on == ON_NONE) {
         push_partial(cen, s);
     }
@@ -432,8 +465,9 @@ static void flush(struct heap *h, unsigned c, unsigned k)
         struct ent *e = &h->e[c][i];
         size_t off = (size_t)(e->p - A.base);
         struct slab *s = (struct slab *)atomic_load_explicit(&A.omap[off >> A.shift], RELAXED);
-        slot_return(cen, s, (size_t)(e->st - s->state), &victims);
+        slot_return(cen, s, (size_t)(e->st - s->state));
     }
+    empties_trim(cen, &victims);
     upager__unlock(&cen->lock);
     unsigned n = h->n[c];
     memmove(&h->e[c][0], &h->e[c][k], (n - k) * sizeof(struct ent));
@@ -447,9 +481,12 @@ static unsigned refill(struct heap *h, unsigned c)
     struct central *cen = &central[c];
     unsigned want = h->cap[c] / 2 ? h->cap[c] / 2 : 1;
     struct ent tmp[BIN_MAX];
+    struct slab *victims = NULL;
     upager__lock(&cen->lock);
     unsigned got = slots_take(cen, c, tmp, want);
+    empties_trim(cen, &victims);
     upager__unlock(&cen->lock);
+    slabs_release(victims);
     /* Lowest address on top: popped first. */
     for (unsigned i = 0; i < got; i++)
         h->e[c][i] = tmp[got - 1 - i];
@@ -632,8 +669,9 @@ static void *large_alloc(size_t size, size_t align, bool zero)
     size_t npages = (size + A.ps - 1) >> A.shift;
     pthread_mutex_lock(&upager__g.alloc_lock);
     struct large *l = NULL;
-    if (!zero && align <= A.ps) /* a cached run is not zeroed */
-        l = lcache_take(npages);
+    bool recycled = false;
+    if (align <= A.ps)
+        recycled = (l = lcache_take(npages)) != NULL;
     if (!l)
         l = run_new(npages, align);
     pthread_mutex_unlock(&upager__g.alloc_lock);
@@ -642,7 +680,10 @@ static void *large_alloc(size_t size, size_t align, bool zero)
         return NULL;
     }
     global_add((int64_t)(l->npages * A.ps));
-    return A.base + (l->first << A.shift);
+    char *p = A.base + (l->first << A.shift);
+    if (zero && recycled) /* a new run reads as zeros; a cached one does not */
+        memset(p, 0, size); /* no lock held: it may fault */
+    return p;
 }
 
 /* The live run starting at ptr; aborts otherwise.  Precondition:
@@ -725,7 +766,7 @@ void *upager_calloc(size_t nmemb, size_t size)
         return NULL;
     }
     if (total > A.small_max || !tls_heap) {
-        void *p = alloc_slow(total, 16, true); /* runs come fresh: zeros */
+        void *p = alloc_slow(total, 16, true); /* runs: zeroed by large_alloc */
         if (p && total <= A.small_max)
             memset(p, 0, total);
         return p;
@@ -775,7 +816,8 @@ __attribute__((noinline)) static void free_small_slow(struct slab *s, _Atomic ui
     struct slab *victims = NULL;
     global_add(-(int64_t)s->size);
     upager__lock(&cen->lock);
-    slot_return(cen, s, (size_t)(st - s->state), &victims);
+    slot_return(cen, s, (size_t)(st - s->state));
+    empties_trim(cen, &victims);
     upager__unlock(&cen->lock);
     slabs_release(victims);
 }
@@ -920,10 +962,10 @@ void upager__alloc_init(void)
         class_pages[c] = (uint32_t)pages;
         size_t cap = BIN_BYTES / sz;
         class_cap[c] = (uint16_t)(cap < 2 ? 2 : cap > BIN_MAX ? BIN_MAX : cap);
-        uint64_t keep = budget / 64 / (pages * ps);
-        class_keep[c] = (uint16_t)(keep < 1 ? 1 : keep > 4 ? 4 : keep);
         memset(&central[c], 0, sizeof central[c]);
     }
+    empty_max = (size_t)(budget / EMPTY_FRACTION);
+    atomic_store(&empty_bytes, 0);
     lcache_n = 0;
     lcache_bytes = 0;
     lcache_max_bytes = budget / 16 < LCACHE_BYTES ? (size_t)(budget / 16) : LCACHE_BYTES;

@@ -843,6 +843,38 @@ START_TEST(test_realloc_in_place)
 }
 END_TEST
 
+/* Empty slabs stay for reuse, then go back once they have been empty for
+ * a while (about a second), at the next cache flush or refill: the page
+ * of a freed block is live right after the frees, and no longer a second
+ * later (upager_pin tells: it refuses memory that holds no allocation). */
+START_TEST(test_empty_slabs_go_back_later)
+{
+    enum { SIZE = 64, N = 20 * 65536 / SIZE };
+    char **p = malloc(N * sizeof *p);
+    struct timespec pause = { 1, 300 * 1000 * 1000 };
+
+    tu_env("512M", "65536");
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < N; i++) {
+        p[i] = upager_malloc(SIZE);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], 0x5C, SIZE);
+    }
+    char *first = p[0];
+    for (int i = 0; i < N; i++)
+        upager_free(p[i]);
+    ck_assert_int_eq(upager_pin(first, 1, 0), 0); /* kept */
+    ck_assert_int_eq(upager_unpin(first, 1), 0);
+    nanosleep(&pause, NULL);
+    for (int i = 0; i < 300; i++) /* refills, then flushes */
+        p[i] = upager_malloc(SIZE);
+    for (int i = 0; i < 300; i++)
+        upager_free(p[i]);
+    ck_assert_int_eq(upager_pin(first, 1, 0), EINVAL); /* given back */
+    free(p);
+}
+END_TEST
+
 /* ---- misuse aborts, as in glibc ---------------------------------------- */
 
 /* A small block freed twice aborts. */
@@ -960,6 +992,7 @@ Suite *alloc_suite(void)
     tcase_add_test(tc, test_thread_exit_returns_cache);
     tcase_add_test(tc, test_fast_path_no_faults);
     tcase_add_test(tc, test_large_reuse_no_faults);
+    tcase_add_test(tc, test_empty_slabs_go_back_later);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("aligned_alloc");
