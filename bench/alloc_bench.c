@@ -2,7 +2,7 @@
  * alloc_bench.c - upager_malloc against the C library's malloc on the
  * standard allocator benchmark workloads, in one run.
  *
- *   alloc_bench [--reps N] [--threads N] [--scale X] [BENCH...]
+ *   alloc_bench [--reps N] [--threads N] [--scale X] [--only glibc|upager] [BENCH...]
  *
  * BENCH is any of: pair larson xmalloc mstress cache-scratch glibc-simple
  * glibc-thread (default: all).  Each workload runs with glibc malloc and
@@ -66,6 +66,7 @@ static const struct allocator up_alloc = { "upager", upager_malloc, upager_free,
                                            upager_realloc, upager_calloc };
 
 static int nthreads = 2;
+static int only = -1; /* --only: 0 glibc, 1 upager (for profiling) */
 static double scale = 1.0;
 
 static double now(void)
@@ -556,8 +557,11 @@ int main(int argc, char **argv)
             nthreads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--scale") && i + 1 < argc)
             scale = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = !strcmp(argv[++i], "upager");
         else if (!strcmp(argv[i], "--help") || argv[i][0] == '-') {
-            printf("usage: alloc_bench [--reps N] [--threads N] [--scale X] [BENCH...]\n"
+            printf("usage: alloc_bench [--reps N] [--threads N] [--scale X] [--only glibc|upager]"
+                   " [BENCH...]\n"
                    "BENCH: pair larson xmalloc mstress cache-scratch glibc-simple "
                    "glibc-thread\n");
             return argv[i][1] == '-' && !strcmp(argv[i], "--help") ? 0 : 2;
@@ -590,6 +594,10 @@ int main(int argc, char **argv)
         for (int r = 0; r < reps && r < 16; r++) {
             for (int k = 0; k < 2; k++) {
                 bool up = (k + r) % 2 == 1; /* alternate which goes first */
+                if (only >= 0 && up != (only == 1)) {
+                    (up ? tu : tg)[r] = 1; /* not run: a ratio of nothing */
+                    continue;
+                }
                 if (up) {
                     upager_get_stats(&s0);
                     tu[r] = bn->fn(&up_alloc);

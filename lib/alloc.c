@@ -45,9 +45,10 @@
  * boundary never costs a system call.  Slabs due together go in one batch,
  * neighbours in one call.  The check runs when a thread's cache flushes
  * or refills, so an idle program keeps its empty slabs.  Freed runs up
- * to 1M are kept in a small cache (a sixteenth of the budget, 8M at most)
- * for reuse (calloc zeroes them); larger ones, and the oldest of the
- * cache, are given back at once.
+ * to 4M are kept in a small cache (32 runs, a sixteenth of the budget and
+ * 32M at most) for reuse (calloc zeroes them); larger ones, and the
+ * oldest of the cache, are given back at once.  (mstress: a cache of 8M
+ * and 1M runs faulted twice as many fresh pages in.)
  *
  * A run reserves twice its pages of address space; the pages beyond its
  * end stay FREE (a genuine fault) until realloc grows into them, which
@@ -82,9 +83,9 @@
 #define RECIP_SHIFT 40                   /* slot = off * recip >> 40, exact      */
 #define EMPTY_DECAY_MS 1000              /* an empty slab goes back after this   */
 #define EMPTY_FRACTION 8                 /* ... or beyond budget / 8 of them     */
-#define LCACHE_N 16                      /* freed runs kept, at most            */
-#define LCACHE_RUN ((size_t)1 << 20)     /* largest run kept                    */
-#define LCACHE_BYTES ((size_t)8 << 20)   /* bytes of runs kept, at most         */
+#define LCACHE_N 32                      /* freed runs kept, at most            */
+#define LCACHE_RUN ((size_t)4 << 20)     /* largest run kept                    */
+#define LCACHE_BYTES ((size_t)32 << 20)  /* bytes of runs kept, at most         */
 
 enum { SLOT_FREE = 0, SLOT_CACHED = 1, SLOT_LIVE = 2 };
 enum { ON_NONE = 0, ON_PARTIAL, ON_EMPTY };
