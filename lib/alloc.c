@@ -39,16 +39,21 @@
  * blocks are reused before new pages are touched.  An empty slab is kept
  * for reuse, newest first; it goes back to the pager (frames and store
  * dropped: a later access there is a genuine fault) once it has been
- * empty for a second, or when the empty slabs of all classes exceed an
- * eighth of the budget, the oldest first; the newest empty slab of a
- * class always stays, so a block freed and allocated again at a slab's
- * boundary never costs a system call.  Slabs due together go in one batch,
- * neighbours in one call.  The check runs when a thread's cache flushes
- * or refills, so an idle program keeps its empty slabs.  Freed runs up
- * to 4M are kept in a small cache (32 runs, a sixteenth of the budget and
- * 32M at most) for reuse (calloc zeroes them); larger ones, and the
- * oldest of the cache, are given back at once.  (mstress: a cache of 8M
- * and 1M runs faulted twice as many fresh pages in.)
+ * empty for ten seconds (jemalloc's default decay), or when the empty
+ * slabs of all classes exceed an eighth of the budget, the oldest first;
+ * the newest empty slab of a class always stays, so a block freed and
+ * allocated again at a slab's boundary never costs a system call.  Slabs
+ * due together go in one batch, neighbours in one call.  The check runs
+ * when a thread's cache flushes or refills, so an idle program keeps its
+ * empty slabs.
+ *
+ * Freed runs up to 16M are kept in a cache (32 runs, a sixteenth of the
+ * budget and 64M at most), reused best fit by a request of half to all of
+ * a run's size, or more up to its reservation (the pages added are fresh);
+ * calloc zeroes a reused run.  Larger runs, and the oldest of the cache,
+ * are given back at once.  (glibc keeps freed blocks up to 32M in its
+ * heap.  In mstress, a cache of 1M runs and 8M faulted 17 times as many
+ * fresh pages in, one of 4M runs and 32M six times as many.)
  *
  * A run reserves twice its pages of address space; the pages beyond its
  * end stay FREE (a genuine fault) until realloc grows into them, which
@@ -81,11 +86,11 @@
 #define SLAB_MIN ((size_t)64 << 10)      /* bytes of a slab, at least           */
 #define SLAB_MAX ((size_t)4 << 20)       /* bytes of a slab, at most            */
 #define RECIP_SHIFT 40                   /* slot = off * recip >> 40, exact      */
-#define EMPTY_DECAY_MS 1000              /* an empty slab goes back after this   */
+#define EMPTY_DECAY_MS 10000             /* an empty slab goes back after this   */
 #define EMPTY_FRACTION 8                 /* ... or beyond budget / 8 of them     */
 #define LCACHE_N 32                      /* freed runs kept, at most            */
-#define LCACHE_RUN ((size_t)4 << 20)     /* largest run kept                    */
-#define LCACHE_BYTES ((size_t)32 << 20)  /* bytes of runs kept, at most         */
+#define LCACHE_RUN ((size_t)16 << 20)    /* largest run kept                    */
+#define LCACHE_BYTES ((size_t)64 << 20)  /* bytes of runs kept, at most         */
 
 enum { SLOT_FREE = 0, SLOT_CACHED = 1, SLOT_LIVE = 2 };
 enum { ON_NONE = 0, ON_PARTIAL, ON_EMPTY };
@@ -624,22 +629,33 @@ static struct large *run_new(size_t npages, size_t align)
  * NULL. */
 static struct large *lcache_take(size_t npages)
 {
+    /* Best fit: the run whose live pages are closest to npages, among
+     * those that can hold it (growing into their reservation: fresh
+     * pages, no copy) and hold at most twice as much. */
+    unsigned best = LCACHE_N;
+    size_t best_d = SIZE_MAX;
     for (unsigned i = lcache_n; i-- > 0;) {
         struct large *l = lcache[i];
-        if (l->reserved < npages || l->npages > npages + npages / 4)
+        if (l->reserved < npages || l->npages > 2 * npages)
             continue;
-        memmove(&lcache[i], &lcache[i + 1], (lcache_n - i - 1) * sizeof lcache[0]);
-        lcache_n--;
-        lcache_bytes -= l->npages * A.ps;
-        if (l->npages < npages) {
-            upager__pages_make_live(l->first + l->npages, npages - l->npages, OWNER_LARGE,
-                                    l, 0);
-            l->npages = npages;
+        size_t d = l->npages > npages ? l->npages - npages : npages - l->npages;
+        if (d < best_d) {
+            best = i;
+            best_d = d;
         }
-        l->live = true;
-        return l;
     }
-    return NULL;
+    if (best == LCACHE_N)
+        return NULL;
+    struct large *l = lcache[best];
+    memmove(&lcache[best], &lcache[best + 1], (lcache_n - best - 1) * sizeof lcache[0]);
+    lcache_n--;
+    lcache_bytes -= l->npages * A.ps;
+    if (l->npages < npages) {
+        upager__pages_make_live(l->first + l->npages, npages - l->npages, OWNER_LARGE, l, 0);
+        l->npages = npages;
+    }
+    l->live = true;
+    return l;
 }
 
 static void run_free(struct large *l)

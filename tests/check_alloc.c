@@ -844,14 +844,14 @@ START_TEST(test_realloc_in_place)
 END_TEST
 
 /* Empty slabs stay for reuse, then go back once they have been empty for
- * a while (about a second), at the next cache flush or refill: the page
- * of a freed block is live right after the frees, and no longer a second
+ * a while (ten seconds), at the next cache flush or refill: the page of a
+ * freed block is live right after the frees, and no longer ten seconds
  * later (upager_pin tells: it refuses memory that holds no allocation). */
 START_TEST(test_empty_slabs_go_back_later)
 {
     enum { SIZE = 64, N = 20 * 65536 / SIZE };
     char **p = malloc(N * sizeof *p);
-    struct timespec pause = { 1, 300 * 1000 * 1000 };
+    struct timespec pause = { 10, 500 * 1000 * 1000 };
 
     tu_env("512M", "65536");
     ck_assert_ptr_nonnull(p);
