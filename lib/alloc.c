@@ -150,7 +150,13 @@ static uint16_t class_cap[NCLASSES];   /* thread cache stack size         */
 static unsigned nclasses;
 
 static _Atomic size_t empty_bytes; /* in empty slabs, every class       */
-static size_t empty_max;            /* budget / EMPTY_FRACTION            */
+
+/* The budget now (upager_set_budget may change it): a relaxed read of the
+ * clock's limit, a hint for the caches' bounds. */
+static size_t budget_bytes(void)
+{
+    return __atomic_load_n(&upager__g.limit, __ATOMIC_RELAXED) << A.shift;
+}
 
 static struct central {
     upager__lock_t lock;
@@ -164,7 +170,7 @@ static struct central {
 static struct large *runs;             /* every run                       */
 static struct large *lcache[LCACHE_N]; /* freed runs kept, oldest first   */
 static unsigned lcache_n;
-static size_t lcache_bytes, lcache_max_bytes, lcache_max_run;
+static size_t lcache_bytes;
 
 /* Heaps. */
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -399,7 +405,7 @@ static void empties_trim(struct central *cen, struct slab **victims)
     while (cen->nempty > 1) {
         struct slab *v = cen->empty_tail;
         if (!(aged && now - v->since > EMPTY_DECAY_MS / 2) &&
-            atomic_load_explicit(&empty_bytes, RELAXED) <= empty_max)
+            atomic_load_explicit(&empty_bytes, RELAXED) <= budget_bytes() / EMPTY_FRACTION)
             break;
         list_remove(cen, v);
         v->next = *victims;
@@ -662,11 +668,12 @@ static void run_free(struct large *l)
 {
     size_t bytes = l->npages * A.ps;
     l->live = false;
-    if (bytes > lcache_max_run) {
+    size_t max_bytes = budget_bytes() / 16 < LCACHE_BYTES ? budget_bytes() / 16 : LCACHE_BYTES;
+    if (bytes > LCACHE_RUN || bytes > max_bytes) {
         run_destroy(l);
         return;
     }
-    while (lcache_n && (lcache_n == LCACHE_N || lcache_bytes + bytes > lcache_max_bytes)) {
+    while (lcache_n && (lcache_n == LCACHE_N || lcache_bytes + bytes > max_bytes)) {
         struct large *old = lcache[0];
         memmove(&lcache[0], &lcache[1], (lcache_n - 1) * sizeof lcache[0]);
         lcache_n--;
@@ -968,7 +975,6 @@ void upager__alloc_init(void)
                        : ps > ((size_t)256 << 10) ? (size_t)256 << 10
                                                   : ps;
     nclasses = size_class(small_max) + 1;
-    uint64_t budget = g->cfg.budget;
     for (unsigned c = 0; c < nclasses; c++) {
         size_t sz = class_bytes(c);
         size_t bytes = 8 * sz > SLAB_MIN ? 8 * sz : SLAB_MIN;
@@ -981,12 +987,9 @@ void upager__alloc_init(void)
         class_cap[c] = (uint16_t)(cap < 2 ? 2 : cap > BIN_MAX ? BIN_MAX : cap);
         memset(&central[c], 0, sizeof central[c]);
     }
-    empty_max = (size_t)(budget / EMPTY_FRACTION);
     atomic_store(&empty_bytes, 0);
     lcache_n = 0;
     lcache_bytes = 0;
-    lcache_max_bytes = budget / 16 < LCACHE_BYTES ? (size_t)(budget / 16) : LCACHE_BYTES;
-    lcache_max_run = lcache_max_bytes < LCACHE_RUN ? lcache_max_bytes : LCACHE_RUN;
     runs = NULL;
 
     /* The owner map: a word per arena page, committed where touched. */

@@ -875,6 +875,29 @@ START_TEST(test_empty_slabs_go_back_later)
 }
 END_TEST
 
+/* A freed run small enough for the run cache (a sixteenth of the budget)
+ * stays for reuse, and the next allocation of its size gets it back; once
+ * upager_set_budget lowers the budget, the same run freed again is given
+ * back to the pager at once (upager_pin refuses it). */
+START_TEST(test_run_cache_follows_budget)
+{
+    const size_t len = 2 * TU_MIB;
+
+    tu_env("64M", "65536");
+    char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, len);
+    upager_free(p);
+    ck_assert_int_eq(upager_pin(p, 1, 0), 0); /* kept */
+    ck_assert_int_eq(upager_unpin(p, 1), 0);
+    char *q = upager_malloc(len);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_int_eq(upager_set_budget(8 * TU_MIB), 0);
+    upager_free(q);
+    ck_assert_int_eq(upager_pin(p, 1, 0), EINVAL); /* given back */
+}
+END_TEST
+
 /* ---- misuse aborts, as in glibc ---------------------------------------- */
 
 /* A small block freed twice aborts. */
@@ -993,6 +1016,7 @@ Suite *alloc_suite(void)
     tcase_add_test(tc, test_fast_path_no_faults);
     tcase_add_test(tc, test_large_reuse_no_faults);
     tcase_add_test(tc, test_empty_slabs_go_back_later);
+    tcase_add_test(tc, test_run_cache_follows_budget);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("aligned_alloc");
