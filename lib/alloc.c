@@ -3,7 +3,7 @@
  *
  * NOTES ON THE DESIGN
  *
- * Small blocks (up to small_max: the page size, within 64K..256K) come in
+ * Small blocks (up to small_max: the page size, 64K at least) come in
  * size classes: 16..128 by 16, then eight per doubling (at most 12.5% lost
  * to rounding), so a size finds its class with a shift and a count of
  * leading zeros.  A class carves slabs,
@@ -80,12 +80,11 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define RELAXED memory_order_relaxed
 
-#define NCLASSES 96                      /* enough for 256K with 8 per doubling */
+#define NCLASSES 120                     /* enough for 2M with 8 per doubling   */
 #define BIN_MAX 64                       /* slots a thread caches per class     */
 #define BIN_BYTES ((size_t)256 << 10)    /* ... and bytes                       */
 #define SLAB_MIN ((size_t)64 << 10)      /* bytes of a slab, at least           */
 #define SLAB_MAX ((size_t)4 << 20)       /* bytes of a slab, at most            */
-#define RECIP_SHIFT 40                   /* slot = off * recip >> 40, exact      */
 #define EMPTY_DECAY_MS 10000             /* an empty slab goes back after this   */
 #define EMPTY_FRACTION 8                 /* ... or beyond budget / 8 of them     */
 #define LCACHE_N 32                      /* freed runs kept, at most            */
@@ -99,7 +98,8 @@ struct slab {
     char *base;               /* first byte                               */
     uint32_t size;            /* slot size (the class size)               */
     uint32_t cls;             /* size class                               */
-    uint64_t recip;           /* ceil(2^40 / size)                        */
+    uint64_t recip;           /* ceil(2^64 / size): off * recip >> 64 is  */
+                              /* off / size, exact for off < 2^64 / size  */
     uint32_t nslots, nfree;   /* slots, and slots FREE (class lock)       */
     uint32_t cursor;          /* no FREE slot below it (class lock)       */
     uint8_t on;               /* ON_*: which list of the class            */
@@ -256,7 +256,7 @@ static inline uintptr_t owner_of(const void *ptr, const char *fn)
 static inline _Atomic uint8_t *live_slot(struct slab *s, const void *ptr, const char *fn)
 {
     size_t off = (size_t)((const char *)ptr - s->base);
-    size_t slot = (size_t)((off * s->recip) >> RECIP_SHIFT);
+    size_t slot = (size_t)(((unsigned __int128)off * s->recip) >> 64);
     if (unlikely(slot * s->size != off))
         bad_pointer(fn, ptr, false);
     _Atomic uint8_t *st = &s->state[slot];
@@ -339,7 +339,7 @@ static struct slab *slab_new(struct central *cen, unsigned c)
     s->base = A.base + (s->first << A.shift);
     s->size = class_size[c];
     s->cls = c;
-    s->recip = (((uint64_t)1 << RECIP_SHIFT) + s->size - 1) / s->size;
+    s->recip = UINT64_MAX / s->size + 1;
     s->nslots = s->nfree = (uint32_t)nslots;
     upager__pages_make_live(s->first, npages, OWNER_SLAB, s, 0);
     for (size_t i = 0; i < npages; i++)
@@ -971,9 +971,7 @@ void upager__alloc_init(void)
         pthread_atfork(NULL, NULL, alloc_after_fork);
     }
     size_t ps = g->page_size;
-    size_t small_max = ps < ((size_t)64 << 10) ? (size_t)64 << 10
-                       : ps > ((size_t)256 << 10) ? (size_t)256 << 10
-                                                  : ps;
+    size_t small_max = ps < ((size_t)64 << 10) ? (size_t)64 << 10 : ps;
     nclasses = size_class(small_max) + 1;
     for (unsigned c = 0; c < nclasses; c++) {
         size_t sz = class_bytes(c);

@@ -623,13 +623,18 @@ static void *st_worker(void *arg)
  * before it is freed (so no two live blocks overlap), each block is
  * aligned and as large as asked.  The budget is smaller than the data at
  * its peak, so blocks also go through the store.  When all threads have
- * exited, allocated_bytes is back to exactly 0: thread caches included. */
+ * exited, allocated_bytes is back to exactly 0: thread caches included.
+ * With pages of 64K, 4K (slabs of several pages) and 2M (size classes up
+ * to 2M). */
 START_TEST(test_threads_random)
 {
+    static const char *const geometry[][2] = {
+        { "16M", "65536" }, { "16M", "4096" }, { "64M", "2M" },
+    };
     pthread_t t[ST_THREADS];
     struct upager_stats s;
 
-    tu_env("16M", "65536");
+    tu_env(geometry[_i][0], geometry[_i][1]);
     tu_init();
     for (uintptr_t i = 0; i < ST_THREADS; i++)
         ck_assert_int_eq(pthread_create(&t[i], NULL, st_worker, (void *)i), 0);
@@ -643,8 +648,8 @@ START_TEST(test_threads_random)
         upager_free(mbox.b[i].p);
     }
     tu_stats(&s);
-    printf("alloc: 8 threads: %llu faults, %llu evictions, peak %zu KiB\n",
-           (unsigned long long)s.faults, (unsigned long long)s.evictions,
+    printf("alloc: 8 threads, %zu KiB pages: %llu faults, %llu evictions, peak %zu KiB\n",
+           s.page_size >> 10, (unsigned long long)s.faults, (unsigned long long)s.evictions,
            s.peak_resident_bytes >> 10);
     ck_assert_uint_eq(s.allocated_bytes, 0);
     ck_assert_uint_eq(s.io_errors, 0);
@@ -1011,7 +1016,7 @@ Suite *alloc_suite(void)
 
     tc = tcase_create("threads");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_threads_random);
+    tcase_add_loop_test(tc, test_threads_random, 0, 3);
     tcase_add_test(tc, test_thread_exit_returns_cache);
     tcase_add_test(tc, test_fast_path_no_faults);
     tcase_add_test(tc, test_large_reuse_no_faults);
