@@ -6,9 +6,9 @@
  * Small blocks (up to small_max: the page size, 64K at least) come in
  * size classes: 16..128 by 16, then eight per doubling (at most 12.5% lost
  * to rounding), so a size finds its class with a shift and a count of
- * leading zeros.  A class carves slabs,
- * runs of arena pages (64K at least, eight blocks at least), into slots.
- * Larger blocks are runs of whole pages.
+ * leading zeros.  A class carves slabs, runs of arena pages (64K and eight
+ * blocks at least, 4M at most), into slots.  Larger blocks are runs of
+ * whole pages.
  *
  * All metadata lives outside the arena, in ordinary memory: the slab
  * descriptors with one state byte per slot, the run descriptors, an owner
