@@ -272,6 +272,7 @@ void upager__unpin_range(const void *addr, size_t len);
 
 /* alloc.c */
 void upager__alloc_init(void);
+size_t upager__alloc_allocated_bytes(void); /* exact when no call is in flight */
 
 /* stats.c */
 void upager__stats_print(void);

@@ -35,7 +35,7 @@ int upager_get_stats(struct upager_stats *out)
     s.bytes_written = LOAD(g->st.bytes_written);
     s.io_errors = LOAD(g->st.io_errors);
     s.map_errors = LOAD(g->st.map_errors);
-    s.allocated_bytes = LOAD(g->st.allocated_bytes);
+    s.allocated_bytes = upager__alloc_allocated_bytes(); /* thread caches too */
     s.page_size = g->page_size;
     upager__lock(&g->clock_lock);
     s.resident_bytes = g->used * g->page_size;

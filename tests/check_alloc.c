@@ -12,11 +12,15 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check_suites.h"
 #include "testutil.h"
@@ -457,6 +461,448 @@ START_TEST(test_free_reuses)
 }
 END_TEST
 
+
+/* ---- threads and the fast path ----------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* A block with its pattern: its bytes are tu_pattern(seed) from offset 0. */
+struct sblock {
+    unsigned char *p;
+    size_t n;
+    uint64_t seed;
+};
+
+enum { ST_THREADS = 8, ST_LIVE = 48, ST_MBOX = 256, ST_ITERS = 2500 };
+
+/* Blocks posted by one thread for another to check and free. */
+static struct {
+    pthread_mutex_t lock;
+    struct sblock b[ST_MBOX];
+    int n;
+} mbox = { PTHREAD_MUTEX_INITIALIZER, { { NULL, 0, 0 } }, 0 };
+
+static _Atomic int st_errors;
+static char st_msg[256];
+
+/* Records the first failure of a worker (ck_assert is for the main
+ * thread only). */
+static void st_fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (atomic_fetch_add(&st_errors, 1) != 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(st_msg, sizeof st_msg, fmt, ap);
+    va_end(ap);
+}
+
+/* Mostly small, sometimes up to 1 MiB. */
+static size_t st_size(uint64_t *r)
+{
+    uint64_t k = tu_below(r, 100);
+
+    if (k < 70)
+        return 1 + tu_below(r, 256);
+    if (k < 90)
+        return 257 + tu_below(r, 16 * TU_KIB);
+    if (k < 98)
+        return 16 * TU_KIB + tu_below(r, 240 * TU_KIB);
+    return 256 * TU_KIB + tu_below(r, 768 * TU_KIB + 1);
+}
+
+static void st_check(const struct sblock *b, const char *when)
+{
+    size_t bad = tu_pattern_check(b->p, 0, b->n, b->seed);
+
+    if (bad != (size_t)-1)
+        st_fail("%s: block %p of %zu bytes differs at byte %zu (overlap?)", when,
+                (void *)b->p, b->n, bad);
+}
+
+static int st_new(struct sblock *b, uint64_t *r, uint64_t seed)
+{
+    size_t n = st_size(r), align = 16;
+
+    if (tu_below(r, 10) == 0) {
+        align = (size_t)1 << (4 + tu_below(r, 9)); /* 16 .. 4096 */
+        b->p = upager_aligned_alloc(align, n);
+    } else {
+        b->p = upager_malloc(n);
+    }
+    if (b->p == NULL) {
+        st_fail("malloc(%zu) failed", n);
+        return -1;
+    }
+    if (((uintptr_t)b->p & (align - 1)) != 0)
+        st_fail("%p not aligned to %zu", (void *)b->p, align);
+    if (upager_usable_size(b->p) < n)
+        st_fail("usable_size %zu < %zu", upager_usable_size(b->p), n);
+    b->n = n;
+    b->seed = seed;
+    tu_pattern_fill(b->p, 0, n, seed);
+    return 0;
+}
+
+static void *st_worker(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    uint64_t r = tu_seed(0x5eed) ^ (id * 0x9e3779b97f4a7c15ULL);
+    struct sblock live[ST_LIVE];
+    int nlive = 0;
+
+    for (int it = 0; it < ST_ITERS && atomic_load(&st_errors) == 0; it++) {
+        uint64_t op = tu_below(&r, 100);
+        uint64_t seed = (id << 32) | (uint64_t)it;
+
+        if (op < 40 && nlive < ST_LIVE) {
+            if (st_new(&live[nlive], &r, seed) == 0)
+                nlive++;
+        } else if (op < 60 && nlive > 0) { /* free one of its own */
+            int k = (int)tu_below(&r, (uint64_t)nlive);
+            st_check(&live[k], "free");
+            upager_free(live[k].p);
+            live[k] = live[--nlive];
+        } else if (op < 75 && nlive > 0) { /* realloc keeps the contents */
+            int k = (int)tu_below(&r, (uint64_t)nlive);
+            struct sblock *b = &live[k];
+            size_t n2 = st_size(&r), keep = b->n < n2 ? b->n : n2;
+            unsigned char *q = upager_realloc(b->p, n2);
+
+            if (q == NULL) {
+                st_fail("realloc(%zu -> %zu) failed", b->n, n2);
+                break;
+            }
+            if (((uintptr_t)q & 15) != 0 || upager_usable_size(q) < n2)
+                st_fail("realloc: %p misaligned or too small", (void *)q);
+            b->p = q;
+            b->n = keep;
+            st_check(b, "realloc");
+            tu_pattern_fill(q + keep, keep, n2 - keep, b->seed);
+            b->n = n2;
+        } else if (op < 88 && nlive > 0) { /* post one for another thread */
+            int k = (int)tu_below(&r, (uint64_t)nlive);
+            pthread_mutex_lock(&mbox.lock);
+            if (mbox.n < ST_MBOX) {
+                mbox.b[mbox.n++] = live[k];
+                live[k] = live[--nlive];
+            }
+            pthread_mutex_unlock(&mbox.lock);
+        } else { /* check and free one another thread posted */
+            struct sblock b = { NULL, 0, 0 };
+            pthread_mutex_lock(&mbox.lock);
+            if (mbox.n > 0) {
+                int k = (int)tu_below(&r, (uint64_t)mbox.n);
+                b = mbox.b[k];
+                mbox.b[k] = mbox.b[--mbox.n];
+            }
+            pthread_mutex_unlock(&mbox.lock);
+            if (b.p != NULL) {
+                st_check(&b, "cross-thread free");
+                upager_free(b.p);
+            }
+        }
+    }
+    while (nlive > 0) {
+        st_check(&live[--nlive], "final free");
+        upager_free(live[nlive].p);
+    }
+    return NULL;
+}
+
+/* Eight threads allocate, reallocate and free random sizes from 1 byte to
+ * 1 MiB, a third of them freed by another thread than the one that
+ * allocated them; every block's bytes are checked against its own pattern
+ * before it is freed (so no two live blocks overlap), each block is
+ * aligned and as large as asked.  The budget is smaller than the data at
+ * its peak, so blocks also go through the store.  When all threads have
+ * exited, allocated_bytes is back to exactly 0: thread caches included.
+ * With pages of 64K, 4K (slabs of several pages) and 2M (size classes up
+ * to 2M). */
+START_TEST(test_threads_random)
+{
+    static const char *const geometry[][2] = {
+        { "16M", "65536" }, { "16M", "4096" }, { "64M", "2M" },
+    };
+    pthread_t t[ST_THREADS];
+    struct upager_stats s;
+
+    tu_env(geometry[_i][0], geometry[_i][1]);
+    tu_init();
+    for (uintptr_t i = 0; i < ST_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, st_worker, (void *)i), 0);
+    for (int i = 0; i < ST_THREADS; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_msg(atomic_load(&st_errors) == 0, "%d errors, first: %s",
+                  atomic_load(&st_errors), st_msg);
+    for (int i = 0; i < mbox.n; i++) {
+        size_t bad = tu_pattern_check(mbox.b[i].p, 0, mbox.b[i].n, mbox.b[i].seed);
+        ck_assert_msg(bad == (size_t)-1, "posted block %d differs at %zu", i, bad);
+        upager_free(mbox.b[i].p);
+    }
+    tu_stats(&s);
+    printf("alloc: 8 threads, %zu KiB pages: %llu faults, %llu evictions, peak %zu KiB\n",
+           s.page_size >> 10, (unsigned long long)s.faults, (unsigned long long)s.evictions,
+           s.peak_resident_bytes >> 10);
+    ck_assert_uint_eq(s.allocated_bytes, 0);
+    ck_assert_uint_eq(s.io_errors, 0);
+}
+END_TEST
+
+/* Thread exchange for test_thread_exit_returns_cache. */
+enum { TX_N = 2000, TX_SIZE = 48 };
+static void *tx_blocks[TX_N];
+static void *tx_from_main[100];
+
+static void *tx_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < TX_N; i++) {
+        tx_blocks[i] = upager_malloc(TX_SIZE);
+        if (tx_blocks[i] == NULL)
+            return (void *)1;
+        memset(tx_blocks[i], 0x3C, TX_SIZE);
+    }
+    for (int i = 0; i < TX_N; i += 2) { /* half freed here, half left to main */
+        upager_free(tx_blocks[i]);
+        tx_blocks[i] = NULL;
+    }
+    for (int i = 0; i < 100; i++) /* blocks main allocated, freed here */
+        upager_free(tx_from_main[i]);
+    return NULL; /* its cache goes back as it exits */
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A thread that exits with blocks in its cache gives them back: the
+ * counts stay exact across cross-thread frees and the exit, and the same
+ * small blocks allocated again come from the pages already used, not new
+ * ones (freed blocks are reused before new pages are touched). */
+START_TEST(test_thread_exit_returns_cache)
+{
+    pthread_t t;
+    void *ret;
+    struct upager_stats s;
+    static uintptr_t pages[TX_N + 100];
+    size_t npages = 0;
+
+    tu_env("16M", "65536");
+    size_t ps = tu_init();
+    for (int i = 0; i < 100; i++) {
+        tx_from_main[i] = upager_malloc(TX_SIZE);
+        ck_assert_ptr_nonnull(tx_from_main[i]);
+        pages[npages++] = (uintptr_t)tx_from_main[i] & ~(uintptr_t)(ps - 1);
+    }
+    ck_assert_int_eq(pthread_create(&t, NULL, tx_worker, NULL), 0);
+    pthread_join(t, &ret);
+    ck_assert_ptr_null(ret);
+    size_t u = upager_usable_size(tx_blocks[1]);
+    tu_stats(&s);
+    ck_assert_uint_eq(s.allocated_bytes, (TX_N / 2) * u);
+    for (int i = 1; i < TX_N; i += 2) {
+        ck_assert_uint_eq(tu_find_not(tx_blocks[i], TX_SIZE, 0x3C), (size_t)-1);
+        pages[npages++] = (uintptr_t)tx_blocks[i] & ~(uintptr_t)(ps - 1);
+        upager_free(tx_blocks[i]);
+    }
+    tu_stats(&s);
+    ck_assert_uint_eq(s.allocated_bytes, 0);
+    qsort(pages, npages, sizeof pages[0], cmp_ptr);
+
+    /* Every page the worker used held at least one block main saw, or
+     * was a neighbour: allocate the same number again and check each
+     * lands on a page of the first round. */
+    uint64_t memfd0 = tu_memfd_bytes();
+    for (int i = 0; i < TX_N; i++) {
+        tx_blocks[i] = upager_malloc(TX_SIZE);
+        ck_assert_ptr_nonnull(tx_blocks[i]);
+        uintptr_t pg = (uintptr_t)tx_blocks[i] & ~(uintptr_t)(ps - 1);
+        ck_assert_msg(bsearch(&pg, pages, npages, sizeof pages[0], cmp_ptr) != NULL,
+                      "block %d at %p: a new page, though freed blocks were there", i,
+                      tx_blocks[i]);
+    }
+    ck_assert_uint_le(tu_memfd_bytes(), memfd0);
+    for (int i = 0; i < TX_N; i++)
+        upager_free(tx_blocks[i]);
+    tu_stats(&s);
+    ck_assert_uint_eq(s.allocated_bytes, 0);
+}
+END_TEST
+
+/* Once warm, a million malloc(32) + free pairs take the thread cache
+ * only: no fault, no eviction, no store I/O, no new kernel mapping or
+ * frame (so no mprotect or hole punch on the way), allocated_bytes
+ * unchanged, and well under a microsecond a pair. */
+START_TEST(test_fast_path_no_faults)
+{
+    enum { N = 1000000 };
+    struct upager_stats s0, s1;
+
+    tu_env("16M", "65536");
+    tu_init();
+    void *keep = upager_malloc(32);
+    ck_assert_ptr_nonnull(keep);
+    for (int i = 0; i < 1000; i++) {
+        char *p = upager_malloc(32);
+        ck_assert_ptr_nonnull(p);
+        memset(p, i, 32);
+        upager_free(p);
+    }
+    /* Each helper once first, so that its own allocations are done. */
+    uint64_t memfd0 = tu_memfd_bytes();
+    long maps0 = tu_maps_count();
+    memfd0 = tu_memfd_bytes();
+    maps0 = tu_maps_count();
+    tu_stats(&s0);
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) {
+        volatile char *p = upager_malloc(32);
+        p[0] = (char)i;
+        upager_free((void *)p);
+    }
+    double dt = now_s() - t0;
+    tu_stats(&s1);
+    long maps1 = tu_maps_count();
+    uint64_t memfd1 = tu_memfd_bytes();
+    printf("alloc: %d malloc(32)+free pairs: %.1f ns a pair\n", N, dt / N * 1e9);
+    ck_assert_uint_eq(s1.faults, s0.faults);
+    ck_assert_uint_eq(s1.evictions, s0.evictions);
+    ck_assert_uint_eq(s1.bytes_written, s0.bytes_written);
+    ck_assert_uint_eq(s1.bytes_read, s0.bytes_read);
+    ck_assert_uint_eq(s1.allocated_bytes, s0.allocated_bytes);
+    ck_assert_int_eq(maps1, maps0);
+    ck_assert_uint_eq(memfd1, memfd0);
+    ck_assert_msg(dt < 1.0, "%d pairs took %.3f s", N, dt);
+    upager_free(keep);
+}
+END_TEST
+
+/* A block of a few hundred KiB freed and allocated again in a loop reuses
+ * its pages: after the first round, no more faults. */
+START_TEST(test_large_reuse_no_faults)
+{
+    enum { SIZE = 300 * 1024 };
+    struct upager_stats s0, s1;
+
+    tu_env("16M", "65536");
+    tu_init();
+    for (int i = 0; i < 3; i++) {
+        char *p = upager_malloc(SIZE);
+        ck_assert_ptr_nonnull(p);
+        memset(p, i, SIZE);
+        upager_free(p);
+    }
+    tu_stats(&s0);
+    for (int i = 0; i < 1000; i++) {
+        char *p = upager_malloc(SIZE);
+        ck_assert_ptr_nonnull(p);
+        memset(p, i, SIZE);
+        upager_free(p);
+    }
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.faults, s0.faults);
+    ck_assert_uint_eq(s1.allocated_bytes, 0);
+}
+END_TEST
+
+/* realloc grows a large block in place while the pages after it are
+ * free, and shrinking stays in place, small or large. */
+START_TEST(test_realloc_in_place)
+{
+    setup_env();
+    unsigned char *p = upager_malloc(TU_MIB);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, TU_MIB, 5);
+    unsigned char *q = upager_realloc(p, 2 * TU_MIB - 100);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_ge(upager_usable_size(q), 2 * TU_MIB - 100);
+    ck_assert_uint_eq(tu_pattern_check(q, 0, TU_MIB, 5), (size_t)-1);
+    tu_pattern_fill(q, 0, 2 * TU_MIB - 100, 6);
+    q = upager_realloc(p, 1500 * TU_KIB);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(tu_pattern_check(q, 0, 1500 * TU_KIB, 6), (size_t)-1);
+    q = upager_realloc(p, 100);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(tu_pattern_check(q, 0, 100, 6), (size_t)-1);
+    upager_free(q);
+
+    unsigned char *s = upager_malloc(1000);
+    ck_assert_ptr_nonnull(s);
+    memset(s, 7, 1000);
+    ck_assert_ptr_eq(upager_realloc(s, 10), s);
+    ck_assert_uint_eq(tu_find_not(s, 10, 7), (size_t)-1);
+    upager_free(s);
+    struct upager_stats st;
+    tu_stats(&st);
+    ck_assert_uint_eq(st.allocated_bytes, 0);
+}
+END_TEST
+
+/* Empty slabs stay for reuse, then go back once they have been empty for
+ * a while (ten seconds), at the next cache flush or refill: the page of a
+ * freed block is live right after the frees, and no longer ten seconds
+ * later (upager_pin tells: it refuses memory that holds no allocation). */
+START_TEST(test_empty_slabs_go_back_later)
+{
+    enum { SIZE = 64, N = 20 * 65536 / SIZE };
+    char **p = malloc(N * sizeof *p);
+    struct timespec pause = { 10, 500 * 1000 * 1000 };
+
+    tu_env("512M", "65536");
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < N; i++) {
+        p[i] = upager_malloc(SIZE);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], 0x5C, SIZE);
+    }
+    char *first = p[0];
+    for (int i = 0; i < N; i++)
+        upager_free(p[i]);
+    ck_assert_int_eq(upager_pin(first, 1, 0), 0); /* kept */
+    ck_assert_int_eq(upager_unpin(first, 1), 0);
+    nanosleep(&pause, NULL);
+    for (int i = 0; i < 300; i++) /* refills, then flushes */
+        p[i] = upager_malloc(SIZE);
+    for (int i = 0; i < 300; i++)
+        upager_free(p[i]);
+    ck_assert_int_eq(upager_pin(first, 1, 0), EINVAL); /* given back */
+    free(p);
+}
+END_TEST
+
+/* A freed run small enough for the run cache (a sixteenth of the budget)
+ * stays for reuse, and the next allocation of its size gets it back; once
+ * upager_set_budget lowers the budget, the same run freed again is given
+ * back to the pager at once (upager_pin refuses it). */
+START_TEST(test_run_cache_follows_budget)
+{
+    const size_t len = 2 * TU_MIB;
+
+    tu_env("64M", "65536");
+    char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, len);
+    upager_free(p);
+    ck_assert_int_eq(upager_pin(p, 1, 0), 0); /* kept */
+    ck_assert_int_eq(upager_unpin(p, 1), 0);
+    char *q = upager_malloc(len);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_int_eq(upager_set_budget(8 * TU_MIB), 0);
+    upager_free(q);
+    ck_assert_int_eq(upager_pin(p, 1, 0), EINVAL); /* given back */
+}
+END_TEST
+
 /* ---- misuse aborts, as in glibc ---------------------------------------- */
 
 /* A small block freed twice aborts. */
@@ -565,6 +1011,17 @@ Suite *alloc_suite(void)
     tcase_add_test(tc, test_realloc_contents);
     tcase_add_test(tc, test_realloc_null_and_zero);
     tcase_add_test(tc, test_realloc_failure_keeps_block);
+    tcase_add_test(tc, test_realloc_in_place);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("threads");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_threads_random, 0, 3);
+    tcase_add_test(tc, test_thread_exit_returns_cache);
+    tcase_add_test(tc, test_fast_path_no_faults);
+    tcase_add_test(tc, test_large_reuse_no_faults);
+    tcase_add_test(tc, test_empty_slabs_go_back_later);
+    tcase_add_test(tc, test_run_cache_follows_budget);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("aligned_alloc");

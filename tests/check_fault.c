@@ -122,9 +122,9 @@ START_TEST(test_past_large_end)
 END_TEST
 
 /* Many small blocks of one size fill whole slabs; once all are freed the
- * allocator gives slabs back, and touching one of them is SIGSEGV.  (At
- * most a few empty slabs may be kept for reuse; reading every block finds
- * one that was given back.) */
+ * allocator gives slabs back, and touching one of them is SIGSEGV.  (A few
+ * empty slabs per class are kept for reuse, and the thread's cache holds
+ * some blocks; reading every block finds one that was given back.) */
 START_TEST(test_freed_slab)
 {
     enum { SIZE = 64, N = 64 * 65536 / SIZE }; /* 64 pages of 64K */
