@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -246,10 +247,15 @@ static void print_config(const struct upager__global *g)
                 upager__fmt_size(d, sizeof d, g->mem_avail));
 }
 
+/* Where the statistics go at exit: a copy of fd 2 made at start-up, so
+ * that a program that closes stderr in its own exit handlers (coreutils'
+ * close_stdout does, and may run first) still gets them. */
+static int stats_fd = -1;
+
 static void at_exit(void)
 {
     if (atomic_load(&upager__g.ready) && upager__g.cfg.stats)
-        upager__stats_print();
+        upager__stats_print(stats_fd >= 0 ? stats_fd : 2);
 }
 
 static void child_after_fork(void);
@@ -303,6 +309,7 @@ static int start(void)
         registered = true;
         pthread_atfork(NULL, NULL, child_after_fork);
         atexit(at_exit);
+        stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
     }
     atomic_store_explicit(&g->ready, 1, memory_order_release);
     if (g->cfg.verbose)

@@ -275,6 +275,6 @@ void upager__alloc_init(void);
 size_t upager__alloc_allocated_bytes(void); /* exact when no call is in flight */
 
 /* stats.c */
-void upager__stats_print(void);
+void upager__stats_print(int fd);
 
 #endif /* UPAGER_INTERNAL_H */

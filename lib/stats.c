@@ -47,13 +47,13 @@ int upager_get_stats(struct upager_stats *out)
     return 0;
 }
 
-void upager__stats_print(void)
+void upager__stats_print(int fd)
 {
     struct upager_stats s;
     if (upager_get_stats(&s) != 0)
         return;
     char a[32], b[32], c[32], d[32];
-    fprintf(stderr,
+    dprintf(fd,
             "upager: stats: faults %llu (major %llu, read-ahead pages %llu), evictions %llu "
             "(dirty %llu), writebacks %llu, read %llu bytes, written %llu bytes, "
             "io_errors %llu, map_errors %llu\n"

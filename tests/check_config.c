@@ -489,6 +489,19 @@ static void stats_child(void *arg)
     /* returns: tu_run_child calls exit(0), which runs the atexit print */
 }
 
+static void close_stderr(void)
+{
+    fclose(stderr);
+}
+
+/* The program closes stderr in an exit handler that runs before the
+ * library's (registered later, as coreutils' close_stdout can be). */
+static void stats_closing_child(void *arg)
+{
+    stats_child(arg);
+    atexit(close_stderr);
+}
+
 /* UPAGER_STATS=1 prints the statistics to stderr when the program exits
  * normally; without it nothing is printed. */
 START_TEST(test_stats_at_exit)
@@ -502,6 +515,13 @@ START_TEST(test_stats_at_exit)
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "child status %#x, stderr: %s", (unsigned)status, err);
     ck_assert_msg(strstr(err, "faults") != NULL, "no statistics at exit: '%s'", err);
+    free(err);
+
+    status = tu_run_child(stats_closing_child, NULL, &err);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child status %#x, stderr: %s", (unsigned)status, err);
+    ck_assert_msg(strstr(err, "faults") != NULL,
+                  "no statistics at exit after the program closed stderr: '%s'", err);
     free(err);
 
     tu_setenv("UPAGER_STATS", "0");
