@@ -800,90 +800,53 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     return msg_run(&io, (struct msghdr *)msg, 0);
 }
 
-/* stdio: fread and fwrite go on until done, as they do themselves */
-
-static ssize_t call_fread(struct io *io, struct iovec *v, int n, size_t done)
-{
-    (void)n, (void)done;
-    return (ssize_t)REAL(fread)(v[0].iov_base, 1, v[0].iov_len, io->f);
-}
-static ssize_t call_fwrite(struct io *io, struct iovec *v, int n, size_t done)
-{
-    (void)n, (void)done;
-    return (ssize_t)REAL(fwrite)(v[0].iov_base, 1, v[0].iov_len, io->f);
-}
-static ssize_t call_fread_unlocked(struct io *io, struct iovec *v, int n, size_t done)
-{
-    (void)n, (void)done;
-    return (ssize_t)REAL(fread_unlocked)(v[0].iov_base, 1, v[0].iov_len, io->f);
-}
-static ssize_t call_fwrite_unlocked(struct io *io, struct iovec *v, int n, size_t done)
-{
-    (void)n, (void)done;
-    return (ssize_t)REAL(fwrite_unlocked)(v[0].iov_base, 1, v[0].iov_len, io->f);
-}
+/* stdio: the call goes on until done, as fread and fwrite do themselves.
+ * fread and fwrite run the pieces under the FILE's lock (it is recursive),
+ * so that another thread's call on the same FILE cannot come between
+ * them; the _unlocked variants (coreutils uses them throughout) leave the
+ * lock to their caller, as they do themselves. */
 
 static void unlock_file(void *f)
 {
     funlockfile(f);
 }
 
-/* The pieces under the FILE's lock (it is recursive), so that another
- * thread's call on the same FILE cannot come between them. */
-static size_t stdio_run(struct io *io, const void *buf, size_t bytes, size_t size)
+static size_t stdio_run(struct io *io, const void *buf, size_t bytes, size_t size, bool lock)
 {
     ssize_t r;
-    flockfile(io->f);
-    pthread_cleanup_push(unlock_file, io->f);
-    r = io_one(io, buf, bytes);
-    pthread_cleanup_pop(1);
+    if (!lock) {
+        r = io_one(io, buf, bytes);
+    } else {
+        flockfile(io->f);
+        pthread_cleanup_push(unlock_file, io->f);
+        r = io_one(io, buf, bytes);
+        pthread_cleanup_pop(1);
+    }
     return r < 0 ? 0 : (size_t)r / size;
 }
 
-EXPORT size_t fread(void *restrict buf, size_t size, size_t n, FILE *restrict f)
-{
-    size_t bytes;
-    if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 || bytes > SSIZE_MAX ||
-        !overlaps(buf, bytes))
-        return REAL(fread)(buf, size, n, f);
-    struct io io = {.call = call_fread, .pflags = W, .more = GO_ON, .f = f};
-    return stdio_run(&io, buf, bytes, size);
-}
+#define STDIOFN(name, CONST, PFLAGS, WR, LOCK)                                       \
+    static ssize_t call_##name(struct io *io, struct iovec *v, int n, size_t done)  \
+    {                                                                               \
+        (void)n, (void)done;                                                        \
+        return (ssize_t)REAL(name)(v[0].iov_base, 1, v[0].iov_len, io->f);          \
+    }                                                                               \
+    EXPORT size_t name(CONST void *restrict buf, size_t size, size_t n,             \
+                       FILE *restrict f)                                            \
+    {                                                                               \
+        size_t bytes;                                                               \
+        if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 ||       \
+            bytes > SSIZE_MAX || !overlaps(buf, bytes))                             \
+            return REAL(name)(buf, size, n, f);                                     \
+        struct io io = {.call = call_##name, .pflags = PFLAGS, .wr = WR,            \
+                        .more = GO_ON, .f = f};                                     \
+        return stdio_run(&io, buf, bytes, size, LOCK);                              \
+    }
 
-/* The _unlocked variants (coreutils and other gnulib programs use them
- * throughout): the caller holds the FILE, or needs no lock. */
-EXPORT size_t fread_unlocked(void *restrict buf, size_t size, size_t n, FILE *restrict f)
-{
-    size_t bytes;
-    if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 || bytes > SSIZE_MAX ||
-        !overlaps(buf, bytes))
-        return REAL(fread_unlocked)(buf, size, n, f);
-    struct io io = {.call = call_fread_unlocked, .pflags = W, .more = GO_ON, .f = f};
-    ssize_t r = io_one(&io, buf, bytes);
-    return r < 0 ? 0 : (size_t)r / size;
-}
-
-EXPORT size_t fwrite_unlocked(const void *restrict buf, size_t size, size_t n,
-                              FILE *restrict f)
-{
-    size_t bytes;
-    if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 || bytes > SSIZE_MAX ||
-        !overlaps(buf, bytes))
-        return REAL(fwrite_unlocked)(buf, size, n, f);
-    struct io io = {.call = call_fwrite_unlocked, .wr = true, .more = GO_ON, .f = f};
-    ssize_t r = io_one(&io, buf, bytes);
-    return r < 0 ? 0 : (size_t)r / size;
-}
-
-EXPORT size_t fwrite(const void *restrict buf, size_t size, size_t n, FILE *restrict f)
-{
-    size_t bytes;
-    if (OFF() || __builtin_mul_overflow(size, n, &bytes) || bytes == 0 || bytes > SSIZE_MAX ||
-        !overlaps(buf, bytes))
-        return REAL(fwrite)(buf, size, n, f);
-    struct io io = {.call = call_fwrite, .wr = true, .more = GO_ON, .f = f};
-    return stdio_run(&io, buf, bytes, size);
-}
+STDIOFN(fread, , W, false, true)
+STDIOFN(fwrite, const, 0, true, true)
+STDIOFN(fread_unlocked, , W, false, false)
+STDIOFN(fwrite_unlocked, const, 0, true, false)
 
 /* ---- paths and struct stat ------------------------------------------- */
 

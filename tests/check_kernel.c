@@ -1310,9 +1310,9 @@ START_TEST(test_io_cancel)
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, blocked_reader, &w), 0);
     struct upager_stats s;
-    for (int i = 0; i < 5000; i++) {
+    for (int i = 0; i < 5000; i++) { /* the reader pins its two pages one by one */
         tu_stats(&s);
-        if (s.pinned_bytes)
+        if (s.pinned_bytes == 2 * PS)
             break;
         usleep(1000);
     }
