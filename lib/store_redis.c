@@ -76,6 +76,7 @@ static struct redis_store {
     _Atomic uint32_t free_waiters;  /* callers waiting for a slot             */
     _Atomic int open;               /* the store is up                        */
     _Atomic int closed;             /* cleaned up at exit: requests fail      */
+    _Atomic int conn_fd;            /* the socket, for a child of fork: -1    */
     pid_t pid;                      /* the process that opened it             */
     /* everything below belongs to the I/O thread once it runs */
     redisContext *c;
@@ -187,6 +188,13 @@ static void io_say(const char *what, const char *detail)
                 detail ? detail : "", detail ? ")" : "");
 }
 
+/* The same, for what must be said even right after another line. */
+static void io_say_now(const char *what, const char *detail)
+{
+    R.last_said_ms = 0;
+    io_say(what, detail);
+}
+
 static void key_of(char *key, size_t n, uint64_t off)
 {
     snprintf(key, n, "%s:%llu", R.prefix, (unsigned long long)off);
@@ -211,6 +219,7 @@ static void drop_connection(const char *why)
 {
     if (R.c) {
         io_say("connection lost, reconnecting", why);
+        atomic_store(&R.conn_fd, -1);
         redisFree(R.c);
         R.c = NULL;
     }
@@ -262,6 +271,7 @@ static int connect_server(char *why, size_t whylen)
     }
     freeReplyObject(rep);
     R.c = c;
+    atomic_store(&R.conn_fd, c->fd);
     return 0;
 }
 
@@ -344,7 +354,9 @@ static size_t append(struct slot *sl)
 }
 
 /* Reads the replies of one request; 0, EIO (connection lost: *lost set),
- * EAGAIN (the server answered with an error a read may retry) or EIO. */
+ * EAGAIN (the server answered with an error a read may retry, such as
+ * LOADING after a restart), ENODATA (a page written and acknowledged is
+ * not on the server: it lost it) or EIO. */
 static int collect(struct slot *sl, size_t n, bool *lost)
 {
     size_t ps = R.page_size;
@@ -361,15 +373,24 @@ static int collect(struct slot *sl, size_t n, bool *lost)
                        : sl->op == OP_WRITE ? "write refused, the page stays in memory"
                                             : "discard failed",
                        rep->str);
-            err = sl->op == OP_READ ? EAGAIN : EIO;
+            if (err != ENODATA)
+                err = sl->op == OP_READ ? EAGAIN : EIO;
         } else if (sl->op == OP_READ) {
             size_t d = i * ps, l = sl->len - d < ps ? sl->len - d : ps;
             if (rep->type == REDIS_REPLY_STRING) {
                 size_t m = rep->len < l ? rep->len : l;
                 memcpy(sl->buf + d, rep->str, m);
                 memset(sl->buf + d + m, 0, l - m);
+            } else if (bit_get((sl->off + d) >> R.page_shift)) {
+                /* Written, acknowledged, and gone: the server was flushed or
+                 * restarted without persistence.  Never zeros in its place. */
+                if (err != ENODATA)
+                    io_say_now("a page written there is missing: was the server flushed, or "
+                           "restarted without persistence?",
+                           NULL);
+                err = ENODATA;
             } else {
-                memset(sl->buf + d, 0, l); /* no key: a page of zeros */
+                memset(sl->buf + d, 0, l); /* never written: a page of zeros */
             }
         }
         freeReplyObject(rep);
@@ -447,6 +468,9 @@ static void serve(struct slot **batch, size_t n)
             for (size_t i = 0; i < n; i++) {
                 struct slot *sl = batch[i];
                 if (sl && (sl->op != OP_READ || t >= sl->deadline_ms)) {
+                    if (sl->op == OP_CLEAN)
+                        io_say_now("server unreachable at exit: keys left under the prefix",
+                               R.prefix);
                     finish(sl, EIO);
                     batch[i] = NULL;
                     left--;
@@ -477,7 +501,8 @@ static void serve(struct slot **batch, size_t n)
             if (!sl || sl->op == OP_CLEAN)
                 continue;
             int err = lost ? EIO : collect(sl, replies[i], &lost);
-            if (err == 0 || (sl->op != OP_READ) || now_ms() >= sl->deadline_ms) {
+            if (err == 0 || err == ENODATA || sl->op != OP_READ ||
+                now_ms() >= sl->deadline_ms) {
                 finish(sl, err ? EIO : 0);
                 batch[i] = NULL;
                 left--;
@@ -493,7 +518,7 @@ static void serve(struct slot **batch, size_t n)
                 if (sl && sl->op == OP_CLEAN) {
                     int err = clean_all();
                     if (err)
-                        io_say("could not remove the keys at exit; left under the prefix",
+                        io_say_now("could not remove the keys at exit; left under the prefix",
                                R.prefix);
                     atomic_store_explicit(&R.closed, 1, memory_order_release);
                     finish(sl, err);
@@ -543,9 +568,11 @@ static void redis_close(struct upager__store *s)
     (void)s;
     if (getpid() != R.pid) {
         /* A child of fork: the connection and the keys are the parent's.
-         * Close the socket without a word to the server. */
-        if (R.c)
-            close(R.c->fd);
+         * Close the socket without a word to the server (R.c is the
+         * parent's I/O thread's, perhaps half-changed at the fork). */
+        int fd = atomic_exchange(&R.conn_fd, -1);
+        if (fd >= 0)
+            close(fd);
         R.c = NULL;
         atomic_store(&R.open, 0);
         return;
@@ -606,6 +633,7 @@ int upager__store_redis_open(struct upager__store *s, const struct upager__confi
     if (r->written)
         munmap(r->written, r->written_bytes);
     memset(r, 0, sizeof *r);
+    r->conn_fd = -1;
     r->pid = getpid();
     snprintf(r->host, sizeof r->host, "%s", cfg->redis_host);
     snprintf(r->user, sizeof r->user, "%s", cfg->redis_user);

@@ -9,7 +9,8 @@
  * Cases: data under threads against a malloc mirror; keys removed on free
  * and at exit; one line and EINVAL at start-up for a bad URL, an
  * unreachable server, a refused password and an evicting maxmemory-policy;
- * nothing lost when the server is killed and restarted mid-run, or full.
+ * nothing lost when the server is killed and restarted mid-run, or full;
+ * pages the server lost raise SIGBUS, never read as zeros.
  *
  * Copyright (C) 2026 the upager authors.
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -479,6 +480,47 @@ START_TEST(test_server_full)
 }
 END_TEST
 
+/* Pages the server lost (flushed, or restarted without persistence) are
+ * never read back as zeros: the fault raises SIGBUS after a line that names
+ * the server. */
+static void lost_child(void *arg)
+{
+    (void)arg;
+    if (upager_init() != 0)
+        return;
+    size_t n = 8 * TU_MIB;
+    unsigned char *p = upager_malloc(n);
+    if (!p)
+        return;
+    tu_pattern_fill(p, 0, n, 5);
+    redisContext *c = server_connect();
+    if (!c)
+        return;
+    redisReply *r = redisCommand(c, "FLUSHALL");
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    tu_touch_read(p, n, 4096); /* the first pages were evicted: SIGBUS */
+}
+
+START_TEST(test_server_lost_pages)
+{
+    if (!have_redis())
+        return;
+    server_start(NULL);
+    use_server("2M");
+    char *err = NULL;
+    int st = tu_run_child(lost_child, NULL, &err);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS,
+                  "expected SIGBUS, got status %#x; stderr: %s", st, err);
+    char where[64];
+    snprintf(where, sizeof where, "127.0.0.1:%d", srv_port);
+    ck_assert_msg(strstr(err, where) && strstr(err, "missing"),
+                  "no line names the server and the missing page: %s", err);
+    free(err);
+}
+END_TEST
+
 Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -508,6 +550,7 @@ Suite *redis_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_server_restart);
     tcase_add_test(tc, test_server_full);
+    tcase_add_test(tc, test_server_lost_pages);
     suite_add_tcase(s, tc);
     return s;
 }
