@@ -34,6 +34,7 @@
 #include <hiredis/hiredis.h>
 
 #include "check_suites.h"
+#include "internal.h"
 #include "testutil.h"
 
 /* ---- a redis-server of the case's own ---------------------------------- */
@@ -336,6 +337,47 @@ START_TEST(test_bad_url)
 }
 END_TEST
 
+/* The parser alone: every form of the URL, and the password never shown. */
+START_TEST(test_url_forms)
+{
+    struct upager__config c;
+    memset(&c, 0, sizeof c);
+    ck_assert_int_eq(upager__config_set(&c, "store", "redis://cache.example-1.net", NULL), 0);
+    ck_assert(c.store_redis);
+    ck_assert_str_eq(c.redis_host, "cache.example-1.net");
+    ck_assert_int_eq(c.redis_port, 6379);
+    ck_assert_int_eq(c.redis_db, 0);
+    ck_assert_str_eq(c.redis_prefix, "");
+    ck_assert_int_eq(upager__config_set(&c, "store", "redis://10.0.0.2:7000/3?prefix=job:7",
+                                        NULL), 0);
+    ck_assert_str_eq(c.redis_host, "10.0.0.2");
+    ck_assert_int_eq(c.redis_port, 7000);
+    ck_assert_int_eq(c.redis_db, 3);
+    ck_assert_str_eq(c.redis_prefix, "job:7");
+    ck_assert_str_eq(c.redis_password, "");
+    ck_assert_int_eq(upager__config_set(&c, "store", "redis://:pw@h:1/", NULL), 0);
+    ck_assert_str_eq(c.redis_password, "pw");
+    ck_assert_str_eq(c.redis_user, "");
+    ck_assert_int_eq(upager__config_set(&c, "store", "redis://alice:pw2@h?prefix=x", NULL), 0);
+    ck_assert_str_eq(c.redis_user, "alice");
+    ck_assert_str_eq(c.redis_password, "pw2");
+    ck_assert_int_eq(c.redis_port, 6379);
+    ck_assert_int_eq(upager__config_set(&c, "UPAGER_STORE_PASSWORD", "envpw", NULL), 0);
+    ck_assert_str_eq(c.store_password, "envpw");
+    ck_assert_int_eq(upager__config_set(&c, "store", "file:/tmp", NULL), 0);
+    ck_assert(!c.store_redis);
+
+    struct tu_capture cap;
+    tu_capture_begin(&cap);
+    int rc = upager_configure("store", "redis://u:topsecret@h:x");
+    char *out = tu_capture_end(&cap);
+    ck_assert_int_eq(rc, EINVAL);
+    ck_assert_msg(tu_count_lines(out) == 1 && strstr(out, "u:***@h:x") &&
+                  !strstr(out, "topsecret"), "%s", out);
+    free(out);
+}
+END_TEST
+
 START_TEST(test_unreachable)
 {
     char url[64], where[64];
@@ -539,6 +581,7 @@ Suite *redis_suite(void)
     tc = tcase_create("refused");
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, test_bad_url, 0, 9);
+    tcase_add_test(tc, test_url_forms);
     tcase_add_test(tc, test_unreachable);
     tcase_add_test(tc, test_wrong_password);
     tcase_add_test(tc, test_no_password);
