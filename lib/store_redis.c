@@ -456,78 +456,98 @@ static int clean_all(void)
     return 0;
 }
 
-/* Serves a batch of BUSY slots to completion. */
+/* Compacts the batch (finished slots are NULL) and adds the slots that
+ * became READY, now BUSY; returns its size.  At most NSLOT: every slot in
+ * it is distinct. */
+static size_t take_ready(struct slot **batch, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (batch[i])
+            batch[k++] = batch[i];
+    int64_t t = now_ms();
+    for (int i = 0; i < NSLOT; i++) {
+        uint32_t e = SLOT_READY;
+        if (atomic_compare_exchange_strong_explicit(&R.slot[i].state, &e, SLOT_BUSY,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed)) {
+            struct slot *sl = &R.slot[i];
+            sl->deadline_ms = sl->op == OP_READ ? t + READ_PATIENCE_S * 1000 : t;
+            batch[k++] = sl;
+        }
+    }
+    return k;
+}
+
+static size_t count_left(struct slot **batch, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += batch[i] != NULL;
+    return k;
+}
+
+/* Serves the batch until no slot is left, taking in the requests that
+ * arrive meanwhile: a write is not held up behind a read that waits for
+ * the server to come back. */
 static void serve(struct slot **batch, size_t n)
 {
-    size_t left = n;
-    while (left) {
+    while ((n = take_ready(batch, n)) != 0) {
         int64_t t = now_ms();
         if (!ensure_connected()) {
             /* Writes and discards fail at once; reads wait for the server
              * until their deadline. */
             for (size_t i = 0; i < n; i++) {
                 struct slot *sl = batch[i];
-                if (sl && (sl->op != OP_READ || t >= sl->deadline_ms)) {
+                if (sl->op != OP_READ || t >= sl->deadline_ms) {
                     if (sl->op == OP_CLEAN)
                         io_say_now("server unreachable at exit: keys left under the prefix",
-                               R.prefix);
+                                   R.prefix);
                     finish(sl, EIO);
                     batch[i] = NULL;
-                    left--;
                 }
             }
-            if (left) {
+            if (count_left(batch, n)) {
                 int64_t w = R.next_connect_ms - now_ms();
+                if (w > 100)
+                    w = 100; /* look at new requests meanwhile */
                 struct timespec ts = {0, (w > 0 ? w : 1) * 1000000L};
                 nanosleep(&ts, NULL);
             }
             continue;
         }
         size_t replies[NSLOT];
-        bool clean = false;
-        for (size_t i = 0; i < n; i++) {
-            struct slot *sl = batch[i];
-            replies[i] = 0;
-            if (!sl)
-                continue;
-            if (sl->op == OP_CLEAN)
-                clean = true;
-            else
-                replies[i] = append(sl);
-        }
+        for (size_t i = 0; i < n; i++)
+            replies[i] = batch[i]->op == OP_CLEAN ? 0 : append(batch[i]);
         bool lost = false;
         for (size_t i = 0; i < n; i++) {
             struct slot *sl = batch[i];
-            if (!sl || sl->op == OP_CLEAN)
+            if (sl->op == OP_CLEAN)
                 continue;
             int err = lost ? EIO : collect(sl, replies[i], &lost);
             if (err == 0 || err == ENODATA || sl->op != OP_READ ||
                 now_ms() >= sl->deadline_ms) {
                 finish(sl, err ? EIO : 0);
                 batch[i] = NULL;
-                left--;
             }
         }
         if (lost) {
             drop_connection(R.c->errstr[0] ? R.c->errstr : "no reply");
             continue;
         }
-        if (clean) {
-            for (size_t i = 0; i < n; i++) {
-                struct slot *sl = batch[i];
-                if (sl && sl->op == OP_CLEAN) {
-                    int err = clean_all();
-                    if (err)
-                        io_say_now("could not remove the keys at exit; left under the prefix",
+        for (size_t i = 0; i < n; i++) {
+            struct slot *sl = batch[i];
+            if (sl && sl->op == OP_CLEAN) {
+                int err = clean_all();
+                if (err)
+                    io_say_now("could not remove the keys at exit; left under the prefix",
                                R.prefix);
-                    atomic_store_explicit(&R.closed, 1, memory_order_release);
-                    finish(sl, err);
-                    batch[i] = NULL;
-                    left--;
-                }
+                atomic_store_explicit(&R.closed, 1, memory_order_release);
+                finish(sl, err);
+                batch[i] = NULL;
             }
         }
-        if (left) { /* reads the server refused for now (LOADING...) */
+        if (count_left(batch, n)) { /* reads the server refused for now (LOADING) */
             struct timespec ts = {0, 100 * 1000000L};
             nanosleep(&ts, NULL);
         }
@@ -540,18 +560,7 @@ static void *io_thread(void *arg)
     struct slot *batch[NSLOT];
     for (;;) {
         uint32_t seq = atomic_load_explicit(&R.submit_seq, memory_order_acquire);
-        size_t n = 0;
-        int64_t t = now_ms();
-        for (int i = 0; i < NSLOT; i++) {
-            uint32_t e = SLOT_READY;
-            if (atomic_compare_exchange_strong_explicit(&R.slot[i].state, &e, SLOT_BUSY,
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed)) {
-                struct slot *sl = &R.slot[i];
-                sl->deadline_ms = sl->op == OP_READ ? t + READ_PATIENCE_S * 1000 : t;
-                batch[n++] = sl;
-            }
-        }
+        size_t n = take_ready(batch, 0);
         if (n == 0) {
             upager__futex_wait(&R.submit_seq, seq);
             continue;
