@@ -66,7 +66,6 @@ struct slot {
     uint64_t off;           /* store offset of buf[0]                      */
     int result;             /* 0 or an errno, valid in SLOT_DONE           */
     int64_t deadline_ms;    /* I/O thread: give up after this              */
-    bool sent;              /* I/O thread: commands appended this round    */
 };
 
 static struct redis_store {
