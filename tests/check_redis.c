@@ -303,6 +303,45 @@ START_TEST(test_keys_removed)
 }
 END_TEST
 
+/* A child of fork starts afresh with keys of its own: its writes and its
+ * exit leave the parent's pages alone. */
+static void fork_child(void *arg)
+{
+    int *ok = arg;
+    size_t n = 8 * TU_MIB;
+    unsigned char *p = upager_malloc(n); /* starts the library in the child */
+    if (!p)
+        return;
+    tu_pattern_fill(p, 0, n, 42);
+    *ok = tu_pattern_check(p, 0, n, 42) == (size_t)-1;
+}
+
+START_TEST(test_fork_own_keys)
+{
+    if (!have_redis())
+        return;
+    server_start(NULL);
+    use_server("2M");
+    tu_init();
+    size_t n = 8 * TU_MIB;
+    unsigned char *p = upager_malloc(n);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, n, 41);
+    long long before = server_dbsize();
+    ck_assert_int_gt(before, 0);
+    int *ok = tu_shared_alloc(sizeof *ok);
+    char *err = NULL;
+    int st = tu_run_child(fork_child, ok, &err);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0 && *ok, "child: %s", err);
+    free(err);
+    ck_assert_int_eq(server_dbsize(), before); /* the child removed its own keys only */
+    ck_assert_uint_eq(tu_pattern_check(p, 0, n, 41), (size_t)-1);
+    struct upager_stats s;
+    tu_stats(&s);
+    ck_assert_uint_eq(s.io_errors, 0);
+}
+END_TEST
+
 /* ---- start-up refusals -------------------------------------------------- */
 
 static void expect_refusal(const char *want1, const char *want2, const char *secret)
@@ -576,6 +615,7 @@ Suite *redis_suite(void)
     tc = tcase_create("keys");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_keys_removed);
+    tcase_add_test(tc, test_fork_own_keys);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("refused");
