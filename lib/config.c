@@ -36,9 +36,9 @@ static const struct opt opts[] = {
      "expected a power of two from the system page size to 2M, such as 64K"},
     {"dir", "UPAGER_DIR", K_DIR, 0, "expected an existing, writable directory"},
     {"store", "UPAGER_STORE", K_STORE, 0,
-     "expected file:DIR with DIR an existing, writable directory, or "
-     "redis://[:password@]host[:port][/db][?prefix=P] (this build has no "
-     "redis-cluster:// store)"},
+     "expected file:DIR with DIR an existing, writable directory, "
+     "redis://[:password@]host[:port][/db][?prefix=P], or "
+     "redis-cluster://[:password@]host:port[,host:port...][?prefix=P]"},
     {"store_password", "UPAGER_STORE_PASSWORD", K_PASSWORD, 0,
      "expected at most 255 bytes"},
     {"arena", "UPAGER_ARENA", K_ARENA, 0, "expected a size such as 64G or 1T"},
@@ -255,12 +255,14 @@ static int parse_readahead(struct upager__config *cfg, const char *v)
     return 0;
 }
 
-/* redis://[[user]:password@]host[:port][/db][?prefix=P]; port 6379 and
- * db 0 by default.  The host is a name or an IPv4 address. */
-static int parse_redis_url(struct upager__config *cfg, const char *v)
+/* redis://[[user]:password@]host[:port][/db][?prefix=P], port 6379 and
+ * db 0 by default; redis-cluster://[[user]:password@]host[:port][,...]
+ * [?prefix=P], the seeds of a cluster (database 0 only).  A host is a name
+ * or an IPv4 address. */
+static int parse_redis_url(struct upager__config *cfg, const char *v, bool cluster)
 {
-    const char *p = v + strlen("redis://");
-    char host[256] = "", user[128] = "", pw[256] = "", prefix[200] = "";
+    const char *p = strstr(v, "://") + 3;
+    char hosts[sizeof cfg->redis_host] = "", user[128] = "", pw[256] = "", prefix[200] = "";
     long port = 6379, db = 0;
     const char *at = strchr(p, '@');
     const char *slash = strchr(p, '/');
@@ -276,26 +278,40 @@ static int parse_redis_url(struct upager__config *cfg, const char *v)
         memcpy(pw, colon + 1, pl);
         p = at + 1;
     }
-    size_t hl = strcspn(p, ":/?");
-    if (hl == 0 || hl >= sizeof host)
-        return EINVAL;
-    for (size_t i = 0; i < hl; i++)
-        if (!isalnum((unsigned char)p[i]) && p[i] != '.' && p[i] != '-' && p[i] != '_')
+    size_t used = 0;
+    for (;;) {
+        size_t hl = strcspn(p, ":/?,");
+        if (hl == 0 || hl >= 256)
             return EINVAL;
-    memcpy(host, p, hl);
-    p += hl;
-    if (*p == ':') {
-        p++;
-        if (!isdigit((unsigned char)*p))
-            return EINVAL;
-        port = 0;
-        for (; isdigit((unsigned char)*p); p++) {
-            port = port * 10 + (*p - '0');
-            if (port > 65535)
+        for (size_t i = 0; i < hl; i++)
+            if (!isalnum((unsigned char)p[i]) && p[i] != '.' && p[i] != '-' && p[i] != '_')
+                return EINVAL;
+        const char *h = p;
+        p += hl;
+        port = 6379;
+        if (*p == ':') {
+            p++;
+            if (!isdigit((unsigned char)*p))
+                return EINVAL;
+            port = 0;
+            for (; isdigit((unsigned char)*p); p++) {
+                port = port * 10 + (*p - '0');
+                if (port > 65535)
+                    return EINVAL;
+            }
+            if (port < 1)
                 return EINVAL;
         }
-        if (port < 1)
+        int n = snprintf(hosts + used, sizeof hosts - used, "%s%.*s:%ld", used ? "," : "",
+                         (int)hl, h, port);
+        if (n < 0 || (size_t)n >= sizeof hosts - used)
             return EINVAL;
+        used += (size_t)n;
+        if (*p != ',')
+            break;
+        if (!cluster)
+            return EINVAL; /* one server */
+        p++;
     }
     if (*p == '/') {
         p++;
@@ -307,6 +323,8 @@ static int parse_redis_url(struct upager__config *cfg, const char *v)
                     return EINVAL;
             }
         }
+        if (cluster && db != 0)
+            return EINVAL; /* a cluster has database 0 only */
     }
     if (*p == '?') {
         p++;
@@ -325,7 +343,14 @@ static int parse_redis_url(struct upager__config *cfg, const char *v)
     if (*p != '\0')
         return EINVAL;
     cfg->store_redis = true;
-    strcpy(cfg->redis_host, host);
+    cfg->redis_cluster = cluster;
+    if (cluster) {
+        strcpy(cfg->redis_host, hosts);
+    } else {
+        char *colon = strrchr(hosts, ':');
+        *colon = '\0';
+        strcpy(cfg->redis_host, hosts);
+    }
     strcpy(cfg->redis_user, user);
     strcpy(cfg->redis_password, pw);
     strcpy(cfg->redis_prefix, prefix);
@@ -339,11 +364,13 @@ static int parse_store(struct upager__config *cfg, const char *v)
     if (strncmp(v, "file:", 5) == 0) {
         int err = parse_dir(cfg, v + 5);
         if (!err)
-            cfg->store_redis = false;
+            cfg->store_redis = cfg->redis_cluster = false;
         return err;
     }
     if (strncmp(v, "redis://", 8) == 0)
-        return parse_redis_url(cfg, v);
+        return parse_redis_url(cfg, v, false);
+    if (strncmp(v, "redis-cluster://", 16) == 0)
+        return parse_redis_url(cfg, v, true);
     return EINVAL;
 }
 

@@ -240,7 +240,10 @@ static int open_store(struct upager__global *g)
 static void print_config(const struct upager__global *g)
 {
     char a[32], b[32], c[32], d[32], store[4400];
-    if (g->cfg.store_redis) /* never the password */
+    if (g->cfg.store_redis && g->cfg.redis_cluster) /* never the password */
+        snprintf(store, sizeof store, "store=redis-cluster://%s prefix=%s", g->cfg.redis_host,
+                 upager__store_redis_prefix());
+    else if (g->cfg.store_redis)
         snprintf(store, sizeof store, "store=redis://%s:%d/%d prefix=%s", g->cfg.redis_host,
                  g->cfg.redis_port, g->cfg.redis_db, upager__store_redis_prefix());
     else

@@ -48,9 +48,11 @@ struct upager__config {
     bool direct_io;
     bool stats;
     bool verbose;
-    /* UPAGER_STORE=redis://[[user]:password@]host[:port][/db][?prefix=P] */
+    /* UPAGER_STORE=redis://[[user]:password@]host[:port][/db][?prefix=P]
+     * or redis-cluster://[[user]:password@]host[:port][,host[:port]...][?prefix=P] */
     bool store_redis;       /* the anonymous store is a Redis server        */
-    char redis_host[256];
+    bool redis_cluster;     /* ... a cluster; redis_host: "h:p,h:p..."       */
+    char redis_host[1024];
     int redis_port;
     int redis_db;
     char redis_user[128];     /* from the URL, for AUTH user password        */

@@ -28,6 +28,10 @@
  * returns EIO.  The I/O thread prints at most one line every 10 s naming
  * the server.  The keys of the process are removed on discard and at exit.
  *
+ * A cluster (redis-cluster://) is the same with one connection per master:
+ * each key goes to the node that owns its hash slot (CLUSTER SLOTS), and a
+ * MOVED or ASK reply refreshes that map and sends the request again.
+ *
  * Not here: the URL parsing (config.c); the choice of store (init.c).
  */
 #define _GNU_SOURCE
@@ -53,7 +57,9 @@
 #define COMMAND_TIMEOUT_S 10
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
-#define UNLINK_BATCH 256     /* keys per UNLINK                           */
+#define MAX_NODES 16         /* servers: one, or the masters of a cluster */
+#define NO_NODE 0xff
+#define CLUSTER_SLOTS 16384
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_BUSY, SLOT_DONE };
 enum { OP_READ, OP_WRITE, OP_DISCARD, OP_CLEAN };
@@ -66,6 +72,15 @@ struct slot {
     uint64_t off;           /* store offset of buf[0]                      */
     int result;             /* 0 or an errno, valid in SLOT_DONE           */
     int64_t deadline_ms;    /* I/O thread: give up after this              */
+    int tries;              /* I/O thread: rounds redirected (cluster)     */
+};
+
+struct node {
+    char host[256];
+    int port;
+    redisContext *c;        /* NULL while not connected                   */
+    int64_t next_connect_ms;/* backoff: no attempt before this            */
+    int backoff_ms;
 };
 
 static struct redis_store {
@@ -75,19 +90,21 @@ static struct redis_store {
     _Atomic uint32_t free_waiters;  /* callers waiting for a slot             */
     _Atomic int open;               /* the store is up                        */
     _Atomic int closed;             /* cleaned up at exit: requests fail      */
-    _Atomic int conn_fd;            /* the socket, for a child of fork: -1    */
+    _Atomic int conn_fd[MAX_NODES]; /* the sockets, for a child of fork: -1   */
     pid_t pid;                      /* the process that opened it             */
     /* everything below belongs to the I/O thread once it runs */
-    redisContext *c;
-    char host[256], user[128], password[256], prefix[256];
-    char where[320];                /* "redis://host:port/db", for messages   */
-    int port, db;
+    bool cluster;                   /* redis-cluster://                       */
+    struct node node[MAX_NODES];    /* single: node[0]; cluster: seeds, then  */
+    int nnodes;                     /*   the masters CLUSTER SLOTS names      */
+    uint8_t slot_node[CLUSTER_SLOTS]; /* cluster: hash slot -> node, NO_NODE  */
+    bool map_stale;                 /* cluster: read CLUSTER SLOTS again      */
+    char user[128], password[256], prefix[256];
+    char where[1100];               /* the URL without password, for messages */
+    int db;
     size_t page_size;
     unsigned page_shift;
     uint8_t *written;               /* bit per page: a key may exist          */
     size_t written_bytes;
-    int64_t next_connect_ms;        /* backoff: no attempt before this        */
-    int backoff_ms;
     int64_t last_said_ms;           /* rate limit of the I/O thread's lines   */
 } R;
 
@@ -194,9 +211,10 @@ static void io_say_now(const char *what, const char *detail)
     io_say(what, detail);
 }
 
-static void key_of(char *key, size_t n, uint64_t off)
+static size_t key_of(char *key, size_t n, uint64_t off)
 {
-    snprintf(key, n, "%s:%llu", R.prefix, (unsigned long long)off);
+    int l = snprintf(key, n, "%s:%llu", R.prefix, (unsigned long long)off);
+    return l < 0 ? 0 : (size_t)l < n ? (size_t)l : n - 1;
 }
 
 static bool bit_get(uint64_t page)
@@ -214,28 +232,59 @@ static void bit_set(uint64_t page, bool on)
         R.written[page / 8] &= (uint8_t) ~(1u << (page % 8));
 }
 
-static void drop_connection(const char *why)
+/* CRC16 (XMODEM) of the key, or of its {hash tag}: the cluster's slot. */
+static unsigned key_slot(const char *key, size_t len)
 {
-    if (R.c) {
-        io_say("connection lost, reconnecting", why);
-        atomic_store(&R.conn_fd, -1);
-        redisFree(R.c);
-        R.c = NULL;
+    const char *s = memchr(key, '{', len);
+    if (s) {
+        const char *e = memchr(s + 1, '}', len - (size_t)(s + 1 - key));
+        if (e && e > s + 1) {
+            key = s + 1;
+            len = (size_t)(e - s - 1);
+        }
     }
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((unsigned char)key[i] << 8);
+        for (int k = 0; k < 8; k++)
+            crc = crc & 0x8000 ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+    }
+    return crc & (CLUSTER_SLOTS - 1);
 }
 
-/* Connects, authenticates and selects the database.  Returns 0, or an
- * errno with a reason in why.  Used at start-up and by the I/O thread. */
-static int connect_server(char *why, size_t whylen)
+static int node_of(const char *key, size_t len)
 {
+    return R.cluster ? R.slot_node[key_slot(key, len)] : 0;
+}
+
+static void drop_node(int i, const char *why)
+{
+    struct node *nd = &R.node[i];
+    if (nd->c) {
+        char d[600];
+        snprintf(d, sizeof d, "%s:%d: %s", nd->host, nd->port, why);
+        io_say("connection lost, reconnecting", d);
+        atomic_store(&R.conn_fd[i], -1);
+        redisFree(nd->c);
+        nd->c = NULL;
+    }
+    if (R.cluster)
+        R.map_stale = true;
+}
+
+/* Connects to node i, authenticates and selects the database.  Returns 0,
+ * or an errno with a reason in why.  At start-up and in the I/O thread. */
+static int connect_node(int i, char *why, size_t whylen)
+{
+    struct node *nd = &R.node[i];
     struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(R.host, R.port, tv);
+    redisContext *c = redisConnectWithTimeout(nd->host, nd->port, tv);
     if (!c) {
         snprintf(why, whylen, "out of memory");
         return ENOMEM;
     }
     if (c->err) {
-        snprintf(why, whylen, "cannot connect: %s", c->errstr);
+        snprintf(why, whylen, "cannot connect to %s:%d: %s", nd->host, nd->port, c->errstr);
         redisFree(c);
         return ECONNREFUSED;
     }
@@ -256,7 +305,7 @@ static int connect_server(char *why, size_t whylen)
         }
         freeReplyObject(rep);
     }
-    rep = redisCommand(c, "SELECT %d", R.db);
+    rep = R.cluster ? redisCommand(c, "PING") : redisCommand(c, "SELECT %d", R.db);
     if (!rep || rep->type == REDIS_REPLY_ERROR) {
         bool noauth = rep && strncmp(rep->str, "NOAUTH", 6) == 0;
         snprintf(why, whylen, "%s: %s",
@@ -269,30 +318,96 @@ static int connect_server(char *why, size_t whylen)
         return noauth ? EACCES : EIO;
     }
     freeReplyObject(rep);
-    R.c = c;
-    atomic_store(&R.conn_fd, c->fd);
+    nd->c = c;
+    atomic_store(&R.conn_fd[i], c->fd);
     return 0;
 }
 
-/* Connects if not connected and the backoff allows; true when connected. */
-static bool ensure_connected(void)
+/* Connects node i if needed and the backoff allows; true when connected. */
+static bool ensure_node(int i)
 {
-    if (R.c)
+    struct node *nd = &R.node[i];
+    if (nd->c)
         return true;
     int64_t t = now_ms();
-    if (t < R.next_connect_ms)
+    if (t < nd->next_connect_ms)
         return false;
-    char why[512];
-    if (connect_server(why, sizeof why) == 0) {
-        R.backoff_ms = 0;
+    char why[600];
+    if (connect_node(i, why, sizeof why) == 0) {
+        nd->backoff_ms = 0;
         return true;
     }
     io_say("server unreachable, retrying", why);
-    R.backoff_ms = R.backoff_ms ? R.backoff_ms * 2 : BACKOFF_MIN_MS;
-    if (R.backoff_ms > BACKOFF_MAX_MS)
-        R.backoff_ms = BACKOFF_MAX_MS;
-    R.next_connect_ms = now_ms() + R.backoff_ms;
+    nd->backoff_ms = nd->backoff_ms ? nd->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (nd->backoff_ms > BACKOFF_MAX_MS)
+        nd->backoff_ms = BACKOFF_MAX_MS;
+    nd->next_connect_ms = now_ms() + nd->backoff_ms;
     return false;
+}
+
+static int find_node(const char *host, int port, bool add)
+{
+    for (int i = 0; i < R.nnodes; i++)
+        if (R.node[i].port == port && strcmp(R.node[i].host, host) == 0)
+            return i;
+    if (!add || R.nnodes == MAX_NODES)
+        return -1;
+    struct node *nd = &R.node[R.nnodes];
+    memset(nd, 0, sizeof *nd);
+    snprintf(nd->host, sizeof nd->host, "%s", host);
+    nd->port = port;
+    return R.nnodes++;
+}
+
+/* Cluster: reads the slot map (CLUSTER SLOTS) from the first node that
+ * answers.  Returns 0, or EIO with a reason in why. */
+static int refresh_map(char *why, size_t whylen)
+{
+    snprintf(why, whylen, "no node answered");
+    for (int i = 0; i < R.nnodes; i++) {
+        if (!ensure_node(i))
+            continue;
+        redisReply *rep = redisCommand(R.node[i].c, "CLUSTER SLOTS");
+        if (!rep) {
+            drop_node(i, R.node[i].c->errstr);
+            continue;
+        }
+        if (rep->type != REDIS_REPLY_ARRAY) {
+            snprintf(why, whylen, "CLUSTER SLOTS: %s",
+                     rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+            freeReplyObject(rep);
+            continue;
+        }
+        memset(R.slot_node, NO_NODE, sizeof R.slot_node);
+        bool ok = rep->elements > 0;
+        for (size_t k = 0; k < rep->elements && ok; k++) {
+            redisReply *e = rep->element[k];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+                e->element[2]->type != REDIS_REPLY_ARRAY || e->element[2]->elements < 2) {
+                ok = false;
+                break;
+            }
+            redisReply *m = e->element[2];
+            const char *host = m->element[0]->str && m->element[0]->str[0]
+                                   ? m->element[0]->str : R.node[i].host;
+            int n = find_node(host, (int)m->element[1]->integer, true);
+            if (n < 0) {
+                snprintf(why, whylen, "more than %d nodes", MAX_NODES);
+                ok = false;
+                break;
+            }
+            long long lo = e->element[0]->integer, hi = e->element[1]->integer;
+            for (long long s = lo; s <= hi && s < CLUSTER_SLOTS; s++)
+                if (s >= 0)
+                    R.slot_node[s] = (uint8_t)n;
+        }
+        freeReplyObject(rep);
+        if (ok) {
+            R.map_stale = false;
+            return 0;
+        }
+    }
+    return EIO;
 }
 
 static void finish(struct slot *sl, int result)
@@ -302,108 +417,99 @@ static void finish(struct slot *sl, int result)
     upager__futex_wake(&sl->state, 1);
 }
 
-/* Appends the commands of one request; returns how many replies follow. */
-static size_t append(struct slot *sl)
-{
-    size_t ps = R.page_size, n = 0;
-    char key[320];
-    switch (sl->op) {
-    case OP_READ:
-        for (size_t d = 0; d < sl->len; d += ps, n++) {
-            key_of(key, sizeof key, sl->off + d);
-            redisAppendCommand(R.c, "GET %s", key);
-        }
-        break;
-    case OP_WRITE:
-        for (size_t d = 0; d < sl->len; d += ps, n++) {
-            size_t l = sl->len - d < ps ? sl->len - d : ps;
-            key_of(key, sizeof key, sl->off + d);
-            bit_set((sl->off + d) >> R.page_shift, true); /* before: a lost reply */
-            redisAppendCommand(R.c, "SET %s %b", key, sl->buf + d, l);
-        }
-        break;
-    case OP_DISCARD: {
-        static char keys[UNLINK_BATCH][320];
-        const char *argv[UNLINK_BATCH + 1];
-        size_t argvlen[UNLINK_BATCH + 1];
-        int argc = 1;
-        argv[0] = "UNLINK";
-        argvlen[0] = 6;
-        uint64_t first = sl->off >> R.page_shift;
-        uint64_t end = (sl->off + sl->len + ps - 1) >> R.page_shift;
-        for (uint64_t p = first; p <= end; p++) {
-            if (p < end && bit_get(p)) {
-                key_of(keys[argc - 1], sizeof keys[0], p << R.page_shift);
-                argv[argc] = keys[argc - 1];
-                argvlen[argc] = strlen(keys[argc - 1]);
-                argc++;
-            }
-            if (argc == UNLINK_BATCH + 1 || (p == end && argc > 1)) {
-                redisAppendCommandArgv(R.c, argc, argv, argvlen);
-                n++;
-                argc = 1;
-            }
-        }
-        break;
-    }
-    default:
-        break;
-    }
-    return n;
-}
-
-/* Reads the replies of one request; 0, EIO (connection lost: *lost set),
- * EAGAIN (the server answered with an error a read may retry, such as
- * LOADING after a restart), ENODATA (a page written and acknowledged is
- * not on the server: it lost it) or EIO. */
-static int collect(struct slot *sl, size_t n, bool *lost)
+/* The keys of one request, one at a time: 1 and the key, its node and its
+ * page index in *part, or 0 at the end.  *it starts at 0. */
+static int next_key(const struct slot *sl, uint64_t *it, char *key, size_t n, size_t *klen,
+                    int *node, uint32_t *part)
 {
     size_t ps = R.page_size;
-    int err = 0;
-    for (size_t i = 0; i < n; i++) {
-        redisReply *rep = NULL;
-        if (redisGetReply(R.c, (void **)&rep) != REDIS_OK || !rep) {
-            *lost = true;
-            return EIO;
-        }
-        if (rep->type == REDIS_REPLY_ERROR) {
-            if (!err)
-                io_say(sl->op == OP_READ    ? "read failed"
-                       : sl->op == OP_WRITE ? "write refused, the page stays in memory"
-                                            : "discard failed",
-                       rep->str);
-            if (err != ENODATA)
-                err = sl->op == OP_READ ? EAGAIN : EIO;
-        } else if (sl->op == OP_READ) {
-            size_t d = i * ps, l = sl->len - d < ps ? sl->len - d : ps;
-            if (rep->type == REDIS_REPLY_STRING) {
-                size_t m = rep->len < l ? rep->len : l;
-                memcpy(sl->buf + d, rep->str, m);
-                memset(sl->buf + d + m, 0, l - m);
-            } else if (bit_get((sl->off + d) >> R.page_shift)) {
-                /* Written, acknowledged, and gone: the server was flushed or
-                 * restarted without persistence.  Never zeros in its place. */
-                if (err != ENODATA)
-                    io_say_now("a page written there is missing: was the server flushed, or "
-                           "restarted without persistence?",
-                           NULL);
-                err = ENODATA;
-            } else {
-                memset(sl->buf + d, 0, l); /* never written: a page of zeros */
-            }
-        }
-        freeReplyObject(rep);
+    uint64_t first = sl->off >> R.page_shift;
+    uint64_t npages = (sl->len + ps - 1) / ps;
+    while (*it < npages) {
+        uint64_t i = (*it)++;
+        if (sl->op == OP_DISCARD && !bit_get(first + i))
+            continue; /* never written: no key */
+        *klen = key_of(key, n, (first + i) << R.page_shift);
+        *node = node_of(key, *klen);
+        *part = (uint32_t)i;
+        return 1;
     }
-    if (!err && sl->op == OP_DISCARD) {
-        uint64_t first = sl->off >> R.page_shift;
-        uint64_t end = (sl->off + sl->len + ps - 1) >> R.page_shift;
-        for (uint64_t p = first; p < end; p++)
-            bit_set(p, false);
-    }
-    return err;
+    return 0;
 }
 
-/* Removes every key of the prefix: SCAN MATCH prefix:* and UNLINK. */
+/* The commands of a round: which request, which node, which page. */
+struct cmd {
+    uint8_t bi;     /* index in the batch   */
+    uint8_t node;
+    uint32_t part;  /* page of the request  */
+};
+static struct cmd *cmds;
+static size_t ncmds, capcmds;
+
+static bool push_cmd(size_t bi, int node, uint32_t part)
+{
+    if (ncmds == capcmds) {
+        size_t cap = capcmds ? capcmds * 2 : 1024;
+        struct cmd *m = realloc(cmds, cap * sizeof *m);
+        if (!m)
+            return false;
+        cmds = m;
+        capcmds = cap;
+    }
+    cmds[ncmds++] = (struct cmd){(uint8_t)bi, (uint8_t)node, part};
+    return true;
+}
+
+/* Outcomes of a request in a round, worst last. */
+enum { OUT_OK, OUT_AGAIN, OUT_MOVED, OUT_LOST, OUT_FAIL, OUT_GONE };
+
+static int worse(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+static bool is_redirect(const redisReply *rep)
+{
+    return strncmp(rep->str, "MOVED", 5) == 0 || strncmp(rep->str, "ASK", 3) == 0 ||
+           strncmp(rep->str, "TRYAGAIN", 8) == 0 || strncmp(rep->str, "CLUSTERDOWN", 11) == 0;
+}
+
+/* One reply for page `part` of request sl; returns its outcome. */
+static int take_reply(struct slot *sl, uint32_t part, redisReply *rep)
+{
+    size_t ps = R.page_size;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        if (R.cluster && is_redirect(rep))
+            return OUT_MOVED;
+        io_say(sl->op == OP_READ    ? "read failed"
+               : sl->op == OP_WRITE ? "write refused, the page stays in memory"
+                                    : "discard failed",
+               rep->str);
+        return sl->op == OP_READ ? OUT_AGAIN : OUT_FAIL; /* LOADING after a restart */
+    }
+    if (sl->op != OP_READ)
+        return OUT_OK;
+    size_t d = (size_t)part * ps, l = sl->len - d < ps ? sl->len - d : ps;
+    if (rep->type == REDIS_REPLY_STRING) {
+        size_t m = rep->len < l ? rep->len : l;
+        memcpy(sl->buf + d, rep->str, m);
+        memset(sl->buf + d + m, 0, l - m);
+    } else if (bit_get((sl->off + d) >> R.page_shift)) {
+        /* Written, acknowledged, and gone: the server was flushed or
+         * restarted without persistence.  Never zeros in its place. */
+        io_say_now("a page written there is missing: was the server flushed, or "
+                   "restarted without persistence?",
+                   NULL);
+        return OUT_GONE;
+    } else {
+        memset(sl->buf + d, 0, l); /* never written: a page of zeros */
+    }
+    return OUT_OK;
+}
+
+/* Removes every key of the prefix from every node that holds slots:
+ * SCAN MATCH prefix:* and UNLINK, one key per command (a cluster refuses
+ * keys of different slots in one). */
 static int clean_all(void)
 {
     char pat[600];
@@ -414,45 +520,43 @@ static int clean_all(void)
         pat[n++] = *s;
     }
     memcpy(pat + n, ":*", 3);
-    char cursor[32] = "0";
-    do {
-        redisReply *rep = redisCommand(R.c, "SCAN %s MATCH %s COUNT 1000", cursor, pat);
-        if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
-            if (rep)
-                freeReplyObject(rep);
-            return EIO;
+    int err = 0;
+    for (int i = 0; i < R.nnodes; i++) {
+        if (R.cluster && memchr(R.slot_node, i, sizeof R.slot_node) == NULL)
+            continue; /* a seed that is not a master */
+        if (!ensure_node(i)) {
+            err = EIO;
+            continue;
         }
-        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        redisReply *keys = rep->element[1];
-        if (keys->elements) {
-            const char **argv = malloc((keys->elements + 1) * sizeof *argv);
-            size_t *argvlen = malloc((keys->elements + 1) * sizeof *argvlen);
-            if (!argv || !argvlen) {
-                free(argv);
-                free(argvlen);
-                freeReplyObject(rep);
-                return ENOMEM;
+        redisContext *c = R.node[i].c;
+        char cursor[32] = "0";
+        do {
+            redisReply *rep = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pat);
+            if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+                if (rep)
+                    freeReplyObject(rep);
+                err = EIO;
+                break;
             }
-            argv[0] = "UNLINK";
-            argvlen[0] = 6;
-            for (size_t i = 0; i < keys->elements; i++) {
-                argv[i + 1] = keys->element[i]->str;
-                argvlen[i + 1] = keys->element[i]->len;
-            }
-            redisReply *u = redisCommandArgv(R.c, (int)keys->elements + 1, argv, argvlen);
-            free(argv);
-            free(argvlen);
-            bool ok = u && u->type != REDIS_REPLY_ERROR;
-            if (u)
+            snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+            redisReply *keys = rep->element[1];
+            for (size_t k = 0; k < keys->elements; k++)
+                redisAppendCommand(c, "UNLINK %b", keys->element[k]->str,
+                                   keys->element[k]->len);
+            for (size_t k = 0; k < keys->elements; k++) {
+                redisReply *u = NULL;
+                if (redisGetReply(c, (void **)&u) != REDIS_OK || !u) {
+                    err = EIO;
+                    break;
+                }
+                if (u->type == REDIS_REPLY_ERROR)
+                    err = EIO;
                 freeReplyObject(u);
-            if (!ok) {
-                freeReplyObject(rep);
-                return EIO;
             }
-        }
-        freeReplyObject(rep);
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
+            freeReplyObject(rep);
+        } while (!err && strcmp(cursor, "0") != 0);
+    }
+    return err;
 }
 
 /* Compacts the batch (finished slots are NULL) and adds the slots that
@@ -472,70 +576,131 @@ static size_t take_ready(struct slot **batch, size_t n)
                                                     memory_order_relaxed)) {
             struct slot *sl = &R.slot[i];
             sl->deadline_ms = sl->op == OP_READ ? t + READ_PATIENCE_S * 1000 : t;
+            sl->tries = 0;
             batch[k++] = sl;
         }
     }
     return k;
 }
 
-static size_t count_left(struct slot **batch, size_t n)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += batch[i] != NULL;
-    return k;
-}
-
 /* Serves the batch until no slot is left, taking in the requests that
  * arrive meanwhile: a write is not held up behind a read that waits for
- * the server to come back. */
+ * the server to come back.  Each round pipelines the commands of every
+ * request whose nodes are all connected, then reads the replies. */
 static void serve(struct slot **batch, size_t n)
 {
+    char key[320];
     while ((n = take_ready(batch, n)) != 0) {
         int64_t t = now_ms();
-        if (!ensure_connected()) {
-            /* Writes and discards fail at once; reads wait for the server
-             * until their deadline. */
-            for (size_t i = 0; i < n; i++) {
-                struct slot *sl = batch[i];
-                if (sl->op != OP_READ || t >= sl->deadline_ms) {
-                    if (sl->op == OP_CLEAN)
-                        io_say_now("server unreachable at exit: keys left under the prefix",
-                                   R.prefix);
-                    finish(sl, EIO);
-                    batch[i] = NULL;
-                }
-            }
-            if (count_left(batch, n)) {
-                int64_t w = R.next_connect_ms - now_ms();
-                if (w > 100)
-                    w = 100; /* look at new requests meanwhile */
-                struct timespec ts = {0, (w > 0 ? w : 1) * 1000000L};
-                nanosleep(&ts, NULL);
-            }
-            continue;
-        }
-        size_t replies[NSLOT];
-        for (size_t i = 0; i < n; i++)
-            replies[i] = batch[i]->op == OP_CLEAN ? 0 : append(batch[i]);
-        bool lost = false;
-        for (size_t i = 0; i < n; i++) {
-            struct slot *sl = batch[i];
+        char why[600];
+        if (R.cluster && R.map_stale && refresh_map(why, sizeof why) != 0)
+            io_say("cannot read the cluster's slot map, retrying", why);
+        int res[NSLOT];
+        signed char up[MAX_NODES]; /* -1 not tried this round, 0 down, 1 up */
+        memset(up, -1, sizeof up);
+        /* Which requests can go: every node they need is connected. */
+        for (size_t b = 0; b < n; b++) {
+            struct slot *sl = batch[b];
+            res[b] = OUT_OK;
             if (sl->op == OP_CLEAN)
                 continue;
-            int err = lost ? EIO : collect(sl, replies[i], &lost);
-            if (err == 0 || err == ENODATA || sl->op != OP_READ ||
-                now_ms() >= sl->deadline_ms) {
-                finish(sl, err ? EIO : 0);
-                batch[i] = NULL;
+            uint64_t it = 0;
+            size_t kl;
+            int node;
+            uint32_t part;
+            while (next_key(sl, &it, key, sizeof key, &kl, &node, &part)) {
+                if (node == NO_NODE) {
+                    res[b] = OUT_LOST;
+                    R.map_stale = true;
+                    break;
+                }
+                if (up[node] < 0)
+                    up[node] = ensure_node(node);
+                if (!up[node]) {
+                    res[b] = OUT_LOST;
+                    break;
+                }
             }
         }
-        if (lost) {
-            drop_connection(R.c->errstr[0] ? R.c->errstr : "no reply");
-            continue;
+        /* Send. */
+        ncmds = 0;
+        for (size_t b = 0; b < n; b++) {
+            struct slot *sl = batch[b];
+            if (sl->op == OP_CLEAN || res[b] != OUT_OK)
+                continue;
+            uint64_t it = 0;
+            size_t kl;
+            int node;
+            uint32_t part;
+            while (next_key(sl, &it, key, sizeof key, &kl, &node, &part)) {
+                redisContext *c = R.node[node].c;
+                if (!push_cmd(b, node, part)) {
+                    res[b] = OUT_FAIL;
+                    break;
+                }
+                if (sl->op == OP_READ) {
+                    redisAppendCommand(c, "GET %b", key, kl);
+                } else if (sl->op == OP_WRITE) {
+                    size_t d = (size_t)part * R.page_size;
+                    size_t l = sl->len - d < R.page_size ? sl->len - d : R.page_size;
+                    bit_set((sl->off + d) >> R.page_shift, true); /* before: a lost reply */
+                    redisAppendCommand(c, "SET %b %b", key, kl, sl->buf + d, l);
+                } else {
+                    redisAppendCommand(c, "UNLINK %b", key, kl);
+                }
+            }
         }
-        for (size_t i = 0; i < n; i++) {
-            struct slot *sl = batch[i];
+        /* Receive, in the order sent: each node's replies come in its order. */
+        bool lost[MAX_NODES] = {false};
+        for (size_t k = 0; k < ncmds; k++) {
+            struct cmd *cm = &cmds[k];
+            struct slot *sl = batch[cm->bi];
+            if (lost[cm->node]) {
+                res[cm->bi] = worse(res[cm->bi], OUT_LOST);
+                continue;
+            }
+            redisReply *rep = NULL;
+            if (redisGetReply(R.node[cm->node].c, (void **)&rep) != REDIS_OK || !rep) {
+                lost[cm->node] = true;
+                res[cm->bi] = worse(res[cm->bi], OUT_LOST);
+                continue;
+            }
+            res[cm->bi] = worse(res[cm->bi], take_reply(sl, cm->part, rep));
+            freeReplyObject(rep);
+        }
+        for (int i = 0; i < R.nnodes; i++)
+            if (lost[i])
+                drop_node(i, R.node[i].c->errstr[0] ? R.node[i].c->errstr : "no reply");
+        /* Finish what is done; keep what may be tried again. */
+        bool again = false;
+        t = now_ms();
+        for (size_t b = 0; b < n; b++) {
+            struct slot *sl = batch[b];
+            if (sl->op == OP_CLEAN)
+                continue;
+            int r = res[b];
+            bool retry = false;
+            if (r == OUT_MOVED) {
+                R.map_stale = true;
+                retry = ++sl->tries < 5 || (sl->op == OP_READ && t < sl->deadline_ms);
+            } else if (r == OUT_LOST || r == OUT_AGAIN) {
+                retry = sl->op == OP_READ && t < sl->deadline_ms;
+            }
+            if (retry) {
+                again = true;
+                continue;
+            }
+            if (r == OUT_OK && sl->op == OP_DISCARD) {
+                uint64_t first = sl->off >> R.page_shift;
+                uint64_t end = (sl->off + sl->len + R.page_size - 1) >> R.page_shift;
+                for (uint64_t p = first; p < end; p++)
+                    bit_set(p, false);
+            }
+            finish(sl, r == OUT_OK ? 0 : EIO);
+            batch[b] = NULL;
+        }
+        for (size_t b = 0; b < n; b++) {
+            struct slot *sl = batch[b];
             if (sl && sl->op == OP_CLEAN) {
                 int err = clean_all();
                 if (err)
@@ -543,11 +708,16 @@ static void serve(struct slot **batch, size_t n)
                                R.prefix);
                 atomic_store_explicit(&R.closed, 1, memory_order_release);
                 finish(sl, err);
-                batch[i] = NULL;
+                batch[b] = NULL;
             }
         }
-        if (count_left(batch, n)) { /* reads the server refused for now (LOADING) */
-            struct timespec ts = {0, 100 * 1000000L};
+        if (capcmds > 65536) { /* after a large discard */
+            free(cmds);
+            cmds = NULL;
+            capcmds = 0;
+        }
+        if (again) { /* a server coming back, a slot moving, LOADING */
+            struct timespec ts = {0, 20 * 1000000L};
             nanosleep(&ts, NULL);
         }
     }
@@ -575,13 +745,15 @@ static void redis_close(struct upager__store *s)
 {
     (void)s;
     if (getpid() != R.pid) {
-        /* A child of fork: the connection and the keys are the parent's.
-         * Close the socket without a word to the server (R.c is the
-         * parent's I/O thread's, perhaps half-changed at the fork). */
-        int fd = atomic_exchange(&R.conn_fd, -1);
-        if (fd >= 0)
-            close(fd);
-        R.c = NULL;
+        /* A child of fork: the connections and the keys are the parent's.
+         * Close the sockets without a word to the servers (the contexts
+         * are the parent's I/O thread's, perhaps half-changed at the fork). */
+        for (int i = 0; i < MAX_NODES; i++) {
+            int fd = atomic_exchange(&R.conn_fd[i], -1);
+            if (fd >= 0)
+                close(fd);
+            R.node[i].c = NULL;
+        }
         atomic_store(&R.open, 0);
         return;
     }
@@ -604,11 +776,11 @@ const struct upager__store_ops upager__store_redis_ops = {
     .close = redis_close,
 };
 
-/* The server's maxmemory-policy: CONFIG GET, else INFO memory (services
+/* A server's maxmemory-policy: CONFIG GET, else INFO memory (services
  * that disable CONFIG).  0 and the policy in out, or an errno. */
-static int get_policy(char *out, size_t n)
+static int get_policy(redisContext *c, char *out, size_t n)
 {
-    redisReply *rep = redisCommand(R.c, "CONFIG GET maxmemory-policy");
+    redisReply *rep = redisCommand(c, "CONFIG GET maxmemory-policy");
     if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
         rep->element[1]->type == REDIS_REPLY_STRING) {
         snprintf(out, n, "%s", rep->element[1]->str);
@@ -617,7 +789,7 @@ static int get_policy(char *out, size_t n)
     }
     if (rep)
         freeReplyObject(rep);
-    rep = redisCommand(R.c, "INFO memory");
+    rep = redisCommand(c, "INFO memory");
     int err = EIO;
     if (rep && rep->type == REDIS_REPLY_STRING) {
         const char *p = strstr(rep->str, "maxmemory_policy:");
@@ -633,6 +805,16 @@ static int get_policy(char *out, size_t n)
     return err;
 }
 
+static void close_all(void)
+{
+    for (int i = 0; i < R.nnodes; i++)
+        if (R.node[i].c) {
+            redisFree(R.node[i].c);
+            R.node[i].c = NULL;
+            atomic_store(&R.conn_fd[i], -1);
+        }
+}
+
 int upager__store_redis_open(struct upager__store *s, const struct upager__config *cfg,
                              const char *label, size_t page_size, uint64_t bytes)
 {
@@ -641,18 +823,35 @@ int upager__store_redis_open(struct upager__store *s, const struct upager__confi
     if (r->written)
         munmap(r->written, r->written_bytes);
     memset(r, 0, sizeof *r);
-    r->conn_fd = -1;
+    for (int i = 0; i < MAX_NODES; i++)
+        r->conn_fd[i] = -1;
     r->pid = getpid();
-    snprintf(r->host, sizeof r->host, "%s", cfg->redis_host);
+    r->cluster = cfg->redis_cluster;
+    /* "host:port[,host:port...]" for a cluster, as config.c checked it */
+    if (r->cluster) {
+        char list[sizeof cfg->redis_host], *save;
+        snprintf(list, sizeof list, "%s", cfg->redis_host);
+        for (char *t = strtok_r(list, ",", &save); t && r->nnodes < MAX_NODES;
+             t = strtok_r(NULL, ",", &save)) {
+            char *colon = strrchr(t, ':');
+            if (!colon)
+                continue;
+            *colon = '\0';
+            find_node(t, atoi(colon + 1), true);
+        }
+        snprintf(r->where, sizeof r->where, "redis-cluster://%s", cfg->redis_host);
+    } else {
+        find_node(cfg->redis_host, cfg->redis_port, true);
+        snprintf(r->where, sizeof r->where, "redis://%.255s:%d/%d", cfg->redis_host,
+                 cfg->redis_port, cfg->redis_db);
+    }
     snprintf(r->user, sizeof r->user, "%s", cfg->redis_user);
     snprintf(r->password, sizeof r->password, "%s",
              cfg->store_password[0] ? cfg->store_password : cfg->redis_password);
-    r->port = cfg->redis_port;
     r->db = cfg->redis_db;
     r->page_size = page_size;
     while (((size_t)1 << r->page_shift) < page_size)
         r->page_shift++;
-    snprintf(r->where, sizeof r->where, "redis://%.255s:%d/%d", r->host, r->port, r->db);
     if (cfg->redis_prefix[0]) {
         /* A child of fork that starts afresh must not share its parent's keys. */
         if (parent && parent != r->pid)
@@ -670,30 +869,47 @@ int upager__store_redis_open(struct upager__store *s, const struct upager__confi
                  (unsigned long long)rnd);
     }
 
-    char why[512];
-    int err = connect_server(why, sizeof why);
+    /* Connect: the server, or the first seed of the cluster that answers,
+     * then every master of the cluster. */
+    char why[600] = "";
+    int err = ECONNREFUSED;
+    int nseeds = r->nnodes;
+    for (int i = 0; i < nseeds && err; i++) {
+        err = connect_node(i, why, sizeof why);
+        if (err == EACCES)
+            break;
+    }
+    if (!err && r->cluster && refresh_map(why, sizeof why) != 0)
+        err = EIO;
+    for (int i = 0; !err && r->cluster && i < r->nnodes; i++)
+        if (!r->node[i].c && memchr(r->slot_node, i, sizeof r->slot_node))
+            err = connect_node(i, why, sizeof why);
     if (err) {
-        upager__say("%s=\"%s\": %s: expected a reachable Redis server%s", label, r->where,
-                    why, err == EACCES ? " and the right UPAGER_STORE_PASSWORD" : "");
+        upager__say("%s=\"%s\": %s: expected a reachable Redis %s%s", label, r->where, why,
+                    r->cluster ? "cluster" : "server",
+                    err == EACCES ? " and the right UPAGER_STORE_PASSWORD" : "");
+        close_all();
         return EINVAL;
     }
-    char policy[64];
-    if (get_policy(policy, sizeof policy) != 0) {
-        upager__say("%s=\"%s\": cannot read the server's maxmemory-policy (CONFIG GET and "
-                    "INFO refused): pages could be evicted by the server, refusing it",
-                    label, r->where);
-        redisFree(r->c);
-        r->c = NULL;
-        return EINVAL;
-    }
-    if (strcmp(policy, "noeviction") != 0) {
-        upager__say("%s=\"%s\": the server's maxmemory-policy is %s, which evicts keys and "
-                    "would lose pages: expected noeviction (CONFIG SET maxmemory-policy "
-                    "noeviction)",
-                    label, r->where, policy);
-        redisFree(r->c);
-        r->c = NULL;
-        return EINVAL;
+    for (int i = 0; i < r->nnodes; i++) {
+        if (!r->node[i].c)
+            continue;
+        char policy[64];
+        if (get_policy(r->node[i].c, policy, sizeof policy) != 0) {
+            upager__say("%s=\"%s\": cannot read the maxmemory-policy of %s:%d (CONFIG GET "
+                        "and INFO refused): pages could be evicted by the server, refusing it",
+                        label, r->where, r->node[i].host, r->node[i].port);
+            close_all();
+            return EINVAL;
+        }
+        if (strcmp(policy, "noeviction") != 0) {
+            upager__say("%s=\"%s\": the maxmemory-policy of %s:%d is %s, which evicts keys "
+                        "and would lose pages: expected noeviction (CONFIG SET "
+                        "maxmemory-policy noeviction)",
+                        label, r->where, r->node[i].host, r->node[i].port, policy);
+            close_all();
+            return EINVAL;
+        }
     }
 
     r->written_bytes = (size_t)((bytes / page_size + 7) / 8 + 1);
@@ -701,8 +917,7 @@ int upager__store_redis_open(struct upager__store *s, const struct upager__confi
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r->written == MAP_FAILED) {
         r->written = NULL;
-        redisFree(r->c);
-        r->c = NULL;
+        close_all();
         return ENOMEM;
     }
 
@@ -716,8 +931,7 @@ int upager__store_redis_open(struct upager__store *s, const struct upager__confi
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err) {
         upager__say("cannot start the Redis store's I/O thread (%s)", strerror(err));
-        redisFree(r->c);
-        r->c = NULL;
+        close_all();
         return err;
     }
     pthread_detach(th);

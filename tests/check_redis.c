@@ -369,6 +369,7 @@ START_TEST(test_bad_url)
         "redis://",          "redis://127.0.0.1:0",    "redis://127.0.0.1:99999",
         "redis://host:port", "redis://h:1/x",          "redis://h:1?prefix=",
         "redis://h:1?pfx=a", "redis://:hunter2@h:notaport", "redis:/h:1",
+        "redis://h:1,h:2", "redis-cluster://h:1/2", "redis-cluster://h:1,,h:2",
     };
     tu_env("4M", NULL);
     tu_setenv("UPAGER_STORE", bad[_i]);
@@ -403,8 +404,12 @@ START_TEST(test_url_forms)
     ck_assert_int_eq(c.redis_port, 6379);
     ck_assert_int_eq(upager__config_set(&c, "UPAGER_STORE_PASSWORD", "envpw", NULL), 0);
     ck_assert_str_eq(c.store_password, "envpw");
+    ck_assert_int_eq(upager__config_set(&c, "store",
+                                        "redis-cluster://10.0.0.1:7000,node-b,10.0.0.3:7002", NULL), 0);
+    ck_assert(c.store_redis && c.redis_cluster);
+    ck_assert_str_eq(c.redis_host, "10.0.0.1:7000,node-b:6379,10.0.0.3:7002");
     ck_assert_int_eq(upager__config_set(&c, "store", "file:/tmp", NULL), 0);
-    ck_assert(!c.store_redis);
+    ck_assert(!c.store_redis && !c.redis_cluster);
 
     struct tu_capture cap;
     tu_capture_begin(&cap);
@@ -602,6 +607,207 @@ START_TEST(test_server_lost_pages)
 }
 END_TEST
 
+/* ---- a cluster of three masters --------------------------------------- */
+
+static pid_t cl_pid[3], cl_owner;
+static int cl_port[3];
+
+static void cluster_stop(void)
+{
+    if (getpid() != cl_owner)
+        return;
+    for (int i = 0; i < 3; i++)
+        if (cl_pid[i] > 0) {
+            kill(cl_pid[i], SIGKILL);
+            waitpid(cl_pid[i], NULL, 0);
+            cl_pid[i] = 0;
+        }
+}
+
+/* A free port whose cluster bus port (+10000) is free too. */
+static int cluster_port(void)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        int p = free_port();
+        if (p + 10000 > 65535)
+            continue;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + 10000))};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            return p;
+    }
+    ck_abort_msg("no free port pair for a cluster node");
+    return 0;
+}
+
+static long long dbsize_at(int port)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    redisReply *r = redisCommand(c, "DBSIZE");
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+static bool cluster_ok(int port)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return false;
+    }
+    redisReply *r = redisCommand(c, "CLUSTER INFO");
+    bool ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+static void cluster_start(void)
+{
+    atexit(cluster_stop);
+    cl_owner = getpid();
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/upager-cluster-XXXXXX", tu_tmpdir());
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    for (int i = 0; i < 3; i++) {
+        do
+            cl_port[i] = cluster_port();
+        while ((i > 0 && cl_port[i] == cl_port[0]) || (i > 1 && cl_port[i] == cl_port[1]));
+        char port[16], conf[64], log[64];
+        snprintf(port, sizeof port, "%d", cl_port[i]);
+        snprintf(conf, sizeof conf, "nodes-%d.conf", cl_port[i]);
+        snprintf(log, sizeof log, "redis-%d.log", cl_port[i]);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != cl_owner)
+                _exit(127);
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                   "--cluster-enabled", "yes", "--cluster-config-file", conf, "--save", "",
+                   "--appendonly", "no", "--daemonize", "no", "--dir", dir, "--logfile", log,
+                   (char *)NULL);
+            _exit(127);
+        }
+        cl_pid[i] = pid;
+    }
+    for (int i = 0; i < 3; i++) {
+        int k = 0;
+        while (dbsize_at(cl_port[i]) < 0 && k++ < 500)
+            usleep(10000);
+        ck_assert_msg(k < 500, "cluster node %d did not start", cl_port[i]);
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "redis-cli --cluster create 127.0.0.1:%d 127.0.0.1:%d 127.0.0.1:%d "
+             "--cluster-replicas 0 --cluster-yes >/dev/null 2>&1",
+             cl_port[0], cl_port[1], cl_port[2]);
+    ck_assert_msg(system(cmd) == 0, "redis-cli --cluster create failed");
+    for (int k = 0; k < 1000; k++) {
+        if (cluster_ok(cl_port[0]) && cluster_ok(cl_port[1]) && cluster_ok(cl_port[2]))
+            return;
+        usleep(10000);
+    }
+    ck_abort_msg("the cluster did not become ok");
+}
+
+static long long cluster_keys(int *nodes_with_keys)
+{
+    long long sum = 0;
+    *nodes_with_keys = 0;
+    for (int i = 0; i < 3; i++) {
+        long long n = dbsize_at(cl_port[i]);
+        if (n > 0) {
+            sum += n;
+            (*nodes_with_keys)++;
+        }
+    }
+    return sum;
+}
+
+static void cluster_exit_child(void *arg)
+{
+    int *ok = arg;
+    size_t n = 8 * TU_MIB;
+    unsigned char *p = upager_malloc(n);
+    if (!p)
+        return;
+    tu_pattern_fill(p, 0, n, 51);
+    int nodes;
+    ok[0] = tu_pattern_check(p, 0, n, 51) == (size_t)-1;
+    ok[1] = cluster_keys(&nodes) > 0 && nodes == 3;
+}
+
+/* Pages spread over the masters of a cluster (the URL names two of the
+ * three: the third comes from the slot map); data under threads, keys
+ * removed on free and at exit. */
+START_TEST(test_cluster)
+{
+    if (!have_redis())
+        return;
+    cluster_start();
+    char url[128];
+    tu_env("4M", "64K");
+    snprintf(url, sizeof url, "redis-cluster://127.0.0.1:%d,127.0.0.1:%d", cl_port[0],
+             cl_port[1]);
+    tu_setenv("UPAGER_STORE", url);
+    tu_init();
+    struct worker w[NTHREADS];
+    uint64_t seed = tu_seed(0xc105);
+    for (int t = 0; t < NTHREADS; t++) {
+        memset(&w[t], 0, sizeof w[t]);
+        w[t].rng = seed + (uint64_t)t * 104729;
+        w[t].up = upager_malloc(REGION);
+        w[t].mirror = malloc(REGION);
+        ck_assert(w[t].up && w[t].mirror);
+        tu_pattern_fill(w[t].up, 0, REGION, seed + (uint64_t)t);
+        tu_pattern_fill(w[t].mirror, 0, REGION, seed + (uint64_t)t);
+    }
+    int nodes;
+    ck_assert_int_gt(cluster_keys(&nodes), 0);
+    ck_assert_int_eq(nodes, 3);
+    for (int t = 0; t < NTHREADS; t++)
+        ck_assert_int_eq(pthread_create(&w[t].th, NULL, worker_main, &w[t]), 0);
+    for (int t = 0; t < NTHREADS; t++)
+        pthread_join(w[t].th, NULL);
+    for (int t = 0; t < NTHREADS; t++) {
+        ck_assert_msg(!w[t].error[0], "thread %d, seed %#llx: %s", t,
+                      (unsigned long long)seed, w[t].error);
+        ck_assert_msg(memcmp(w[t].up, w[t].mirror, REGION) == 0,
+                      "thread %d: final comparison differs", t);
+    }
+    struct upager_stats s;
+    tu_stats(&s);
+    ck_assert_uint_eq(s.io_errors, 0);
+    ck_assert_uint_gt(s.major_faults, 0);
+    for (int t = 0; t < NTHREADS; t++)
+        upager_free(w[t].up);
+    ck_assert_int_eq(cluster_keys(&nodes), 0);
+
+    int *ok = tu_shared_alloc(2 * sizeof *ok);
+    char *err = NULL;
+    int st = tu_run_child(cluster_exit_child, ok, &err);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0 && ok[0] && ok[1], "child: %s", err);
+    free(err);
+    ck_assert_int_eq(cluster_keys(&nodes), 0);
+}
+END_TEST
+
 Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -620,7 +826,7 @@ Suite *redis_suite(void)
 
     tc = tcase_create("refused");
     tcase_set_timeout(tc, 30);
-    tcase_add_loop_test(tc, test_bad_url, 0, 9);
+    tcase_add_loop_test(tc, test_bad_url, 0, 12);
     tcase_add_test(tc, test_url_forms);
     tcase_add_test(tc, test_unreachable);
     tcase_add_test(tc, test_wrong_password);
@@ -634,6 +840,11 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_server_restart);
     tcase_add_test(tc, test_server_full);
     tcase_add_test(tc, test_server_lost_pages);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("cluster");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, test_cluster);
     suite_add_tcase(s, tc);
     return s;
 }
