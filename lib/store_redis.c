@@ -618,6 +618,8 @@ static void serve(struct slot **batch, size_t n)
                     up[node] = ensure_node(node);
                 if (!up[node]) {
                     res[b] = OUT_LOST;
+                    if (R.cluster) /* a replica may have taken over */
+                        R.map_stale = true;
                     break;
                 }
             }
