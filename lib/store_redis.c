@@ -25,12 +25,15 @@
  * Failures.  A write or discard the server does not acknowledge returns
  * EIO at once (the clock keeps the page dirty and retries); a read is
  * retried, reconnecting with backoff, for READ_PATIENCE_S seconds, then
- * returns EIO.  The I/O thread prints at most one line every 10 s naming
- * the server.  The keys of the process are removed on discard and at exit.
+ * returns EIO.  A bitmap of the pages written tells a page never written
+ * (no key: zeros) from one the server lost (no key: EIO, never zeros).
+ * The I/O thread prints at most one line every 10 s naming the server.
+ * The keys of the process are removed on discard and at exit.
  *
  * A cluster (redis-cluster://) is the same with one connection per master:
  * each key goes to the node that owns its hash slot (CLUSTER SLOTS), and a
- * MOVED or ASK reply refreshes that map and sends the request again.
+ * MOVED or ASK reply refreshes that map and sends the request again (a
+ * write up to five rounds, a read until its deadline).
  *
  * Not here: the URL parsing (config.c); the choice of store (init.c).
  */
