@@ -35,7 +35,7 @@ say() { printf '==> %s\n' "$*"; }
 
 # --- 1. Packages -----------------------------------------------------------
 
-packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check libsqlite3-dev sqlite3 python3-numpy time"
+packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check libsqlite3-dev sqlite3 python3-numpy time libhiredis-dev redis-server"
 . scripts/packages.sh
 if command -v dpkg-query >/dev/null 2>&1; then
     # shellcheck disable=SC2086  # one word per package

@@ -44,6 +44,15 @@ static void check_config(const struct upager__config *c)
         __builtin_trap();
     if (memchr(c->dir, '\0', sizeof c->dir) == NULL)
         __builtin_trap();
+    if (c->store_redis &&
+        (c->redis_port < 1 || c->redis_port > 65535 || c->redis_db < 0 || !c->redis_host[0] ||
+         !memchr(c->redis_host, '\0', sizeof c->redis_host) ||
+         !memchr(c->redis_user, '\0', sizeof c->redis_user) ||
+         !memchr(c->redis_password, '\0', sizeof c->redis_password) ||
+         !memchr(c->redis_prefix, '\0', sizeof c->redis_prefix)))
+        __builtin_trap();
+    if (!memchr(c->store_password, '\0', sizeof c->store_password))
+        __builtin_trap();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

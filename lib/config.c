@@ -20,7 +20,7 @@
 
 #include "internal.h"
 
-enum opt_kind { K_BUDGET, K_PAGE_SIZE, K_DIR, K_STORE, K_ARENA, K_READAHEAD, K_BOOL };
+enum opt_kind { K_BUDGET, K_PAGE_SIZE, K_DIR, K_STORE, K_PASSWORD, K_ARENA, K_READAHEAD, K_BOOL };
 
 struct opt {
     const char *name;     /* for upager_configure            */
@@ -36,8 +36,11 @@ static const struct opt opts[] = {
      "expected a power of two from the system page size to 2M, such as 64K"},
     {"dir", "UPAGER_DIR", K_DIR, 0, "expected an existing, writable directory"},
     {"store", "UPAGER_STORE", K_STORE, 0,
-     "expected file:DIR with DIR an existing, writable directory (this build has no "
-     "redis:// or redis-cluster:// store)"},
+     "expected file:DIR with DIR an existing, writable directory, "
+     "redis://[:password@]host[:port][/db][?prefix=P], or "
+     "redis-cluster://[:password@]host:port[,host:port...][?prefix=P]"},
+    {"store_password", "UPAGER_STORE_PASSWORD", K_PASSWORD, 0,
+     "expected at most 255 bytes"},
     {"arena", "UPAGER_ARENA", K_ARENA, 0, "expected a size such as 64G or 1T"},
     {"readahead", "UPAGER_READAHEAD", K_READAHEAD, 0,
      "expected a number of pages from 0 to 64, or auto"},
@@ -252,6 +255,140 @@ static int parse_readahead(struct upager__config *cfg, const char *v)
     return 0;
 }
 
+/* redis://[[user]:password@]host[:port][/db][?prefix=P], port 6379 and
+ * db 0 by default; redis-cluster://[[user]:password@]host[:port][,...]
+ * [?prefix=P], the seeds of a cluster (database 0 only).  A host is a name
+ * or an IPv4 address. */
+static int parse_redis_url(struct upager__config *cfg, const char *v, bool cluster)
+{
+    const char *p = strstr(v, "://") + 3;
+    char hosts[sizeof cfg->redis_host] = "", user[128] = "", pw[256] = "", prefix[200] = "";
+    long port = 6379, db = 0;
+    const char *at = strchr(p, '@');
+    const char *slash = strchr(p, '/');
+    const char *q = strchr(p, '?');
+    if (at && (!slash || at < slash) && (!q || at < q)) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            return EINVAL; /* user info is ":password" or "user:password" */
+        size_t ul = (size_t)(colon - p), pl = (size_t)(at - colon - 1);
+        if (ul >= sizeof user || pl >= sizeof pw || pl == 0)
+            return EINVAL;
+        memcpy(user, p, ul);
+        memcpy(pw, colon + 1, pl);
+        p = at + 1;
+    }
+    size_t used = 0;
+    for (;;) {
+        size_t hl = strcspn(p, ":/?,");
+        if (hl == 0 || hl >= 256)
+            return EINVAL;
+        for (size_t i = 0; i < hl; i++)
+            if (!isalnum((unsigned char)p[i]) && p[i] != '.' && p[i] != '-' && p[i] != '_')
+                return EINVAL;
+        const char *h = p;
+        p += hl;
+        port = 6379;
+        if (*p == ':') {
+            p++;
+            if (!isdigit((unsigned char)*p))
+                return EINVAL;
+            port = 0;
+            for (; isdigit((unsigned char)*p); p++) {
+                port = port * 10 + (*p - '0');
+                if (port > 65535)
+                    return EINVAL;
+            }
+            if (port < 1)
+                return EINVAL;
+        }
+        int n = snprintf(hosts + used, sizeof hosts - used, "%s%.*s:%ld", used ? "," : "",
+                         (int)hl, h, port);
+        if (n < 0 || (size_t)n >= sizeof hosts - used)
+            return EINVAL;
+        used += (size_t)n;
+        if (*p != ',')
+            break;
+        if (!cluster)
+            return EINVAL; /* one server */
+        p++;
+    }
+    if (*p == '/') {
+        p++;
+        if (*p && *p != '?') {
+            db = 0;
+            for (; isdigit((unsigned char)*p); p++) {
+                db = db * 10 + (*p - '0');
+                if (db > 1000000)
+                    return EINVAL;
+            }
+        }
+        if (cluster && db != 0)
+            return EINVAL; /* a cluster has database 0 only */
+    }
+    if (*p == '?') {
+        p++;
+        if (strncmp(p, "prefix=", 7) != 0)
+            return EINVAL;
+        p += 7;
+        size_t l = strlen(p);
+        if (l == 0 || l >= sizeof prefix)
+            return EINVAL;
+        for (size_t i = 0; i < l; i++)
+            if ((unsigned char)p[i] <= ' ' || p[i] == 0x7f || p[i] == '&')
+                return EINVAL;
+        memcpy(prefix, p, l + 1);
+        p += l;
+    }
+    if (*p != '\0')
+        return EINVAL;
+    cfg->store_redis = true;
+    cfg->redis_cluster = cluster;
+    if (cluster) {
+        strcpy(cfg->redis_host, hosts);
+    } else {
+        char *colon = strrchr(hosts, ':');
+        *colon = '\0';
+        strcpy(cfg->redis_host, hosts);
+    }
+    strcpy(cfg->redis_user, user);
+    strcpy(cfg->redis_password, pw);
+    strcpy(cfg->redis_prefix, prefix);
+    cfg->redis_port = (int)port;
+    cfg->redis_db = (int)db;
+    return 0;
+}
+
+static int parse_store(struct upager__config *cfg, const char *v)
+{
+    if (strncmp(v, "file:", 5) == 0) {
+        int err = parse_dir(cfg, v + 5);
+        if (!err)
+            cfg->store_redis = cfg->redis_cluster = false;
+        return err;
+    }
+    if (strncmp(v, "redis://", 8) == 0)
+        return parse_redis_url(cfg, v, false);
+    if (strncmp(v, "redis-cluster://", 16) == 0)
+        return parse_redis_url(cfg, v, true);
+    return EINVAL;
+}
+
+/* The value as it may be printed: a URL's password replaced by "***". */
+static void mask_value(char *out, size_t n, const char *v)
+{
+    const char *at = strncmp(v, "redis", 5) == 0 ? strchr(v, '@') : NULL;
+    const char *start = strstr(v, "://");
+    if (!at || !start || at < start) {
+        snprintf(out, n, "%s", v);
+        return;
+    }
+    const char *colon = memchr(start + 3, ':', (size_t)(at - start - 3));
+    if (!colon)
+        colon = at;
+    snprintf(out, n, "%.*s:***%s", (int)(colon - v), v, at);
+}
+
 static const struct opt *find_opt(const char *name)
 {
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
@@ -274,16 +411,24 @@ int upager__config_set(struct upager__config *cfg, const char *name, const char 
     case K_BUDGET: err = parse_budget(cfg, value); break;
     case K_PAGE_SIZE: err = parse_page_size(cfg, value); break;
     case K_DIR: err = parse_dir(cfg, value); break;
-    case K_STORE:
-        err = strncmp(value, "file:", 5) == 0 ? parse_dir(cfg, value + 5) : EINVAL;
-        break;
+    case K_STORE: err = parse_store(cfg, value); break;
+    case K_PASSWORD:
+        if (strlen(value) >= sizeof cfg->store_password) {
+            upager__say("%s: %s", label ? label : o->env, o->expected); /* never the value */
+            return EINVAL;
+        }
+        strcpy(cfg->store_password, value);
+        return 0;
     case K_ARENA: err = parse_arena(cfg, value); break;
     case K_READAHEAD: err = parse_readahead(cfg, value); break;
     case K_BOOL: err = upager__parse_bool(value, (bool *)((char *)cfg + o->field)); break;
     default: err = EINVAL; break;
     }
-    if (err)
-        upager__say("%s=\"%s\": %s", label ? label : o->env, value, o->expected);
+    if (err) {
+        char shown[512];
+        mask_value(shown, sizeof shown, value);
+        upager__say("%s=\"%s\": %s", label ? label : o->env, shown, o->expected);
+    }
     return err;
 }
 

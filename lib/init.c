@@ -216,6 +216,9 @@ static int choose_geometry(struct upager__global *g)
 
 static int open_store(struct upager__global *g)
 {
+    if (g->cfg.store_redis)
+        return upager__store_redis_open(&g->anon, &g->cfg, "UPAGER_STORE", g->page_size,
+                                        g->cfg.arena);
     const char *dir = g->cfg.dir;
     const char *label = "UPAGER_DIR";
     if (!*dir) {
@@ -237,12 +240,20 @@ static int open_store(struct upager__global *g)
 
 static void print_config(const struct upager__global *g)
 {
-    char a[32], b[32], c[32], d[32];
-    upager__say("budget=%s page_size=%s arena=%s dir=%s readahead=%d direct_io=%d "
+    char a[32], b[32], c[32], d[32], store[4400];
+    if (g->cfg.store_redis && g->cfg.redis_cluster) /* never the password */
+        snprintf(store, sizeof store, "store=redis-cluster://%s prefix=%s", g->cfg.redis_host,
+                 upager__store_redis_prefix());
+    else if (g->cfg.store_redis)
+        snprintf(store, sizeof store, "store=redis://%s:%d/%d prefix=%s", g->cfg.redis_host,
+                 g->cfg.redis_port, g->cfg.redis_db, upager__store_redis_prefix());
+    else
+        snprintf(store, sizeof store, "dir=%s", g->cfg.dir);
+    upager__say("budget=%s page_size=%s arena=%s %s readahead=%d direct_io=%d "
                 "max_resident_pages=%zu (vm.max_map_count=%ld) memory=%s",
                 upager__fmt_size(a, sizeof a, g->limit * g->page_size),
                 upager__fmt_size(b, sizeof b, g->page_size),
-                upager__fmt_size(c, sizeof c, g->npages * g->page_size), g->cfg.dir,
+                upager__fmt_size(c, sizeof c, g->npages * g->page_size), store,
                 g->readahead, g->cfg.direct_io, g->nframes, g->max_map_count,
                 upager__fmt_size(d, sizeof d, g->mem_avail));
 }

@@ -48,6 +48,17 @@ struct upager__config {
     bool direct_io;
     bool stats;
     bool verbose;
+    /* UPAGER_STORE=redis://[[user]:password@]host[:port][/db][?prefix=P]
+     * or redis-cluster://[[user]:password@]host[:port][,host[:port]...][?prefix=P] */
+    bool store_redis;       /* the anonymous store is a Redis server        */
+    bool redis_cluster;     /* ... a cluster; redis_host: "h:p,h:p..."       */
+    char redis_host[1024];
+    int redis_port;
+    int redis_db;
+    char redis_user[128];     /* from the URL, for AUTH user password        */
+    char redis_password[256]; /* from the URL; never printed                 */
+    char redis_prefix[200];   /* "" : upager:<hostname>:<pid>:<random>       */
+    char store_password[256]; /* UPAGER_STORE_PASSWORD, over the URL's       */
 };
 
 /* Parses one option into cfg.  `label` names it in the error line (the
@@ -76,6 +87,15 @@ void upager__say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * Pieces are strings; an address is formatted with upager__hex. */
 void upager__say_safe(const char *a, const char *b, const char *c);
 char *upager__hex(char *buf, uintptr_t v); /* buf of 24 bytes */
+
+/* The Redis store (store_redis.c): connects, authenticates, selects the
+ * database, refuses a server whose maxmemory-policy may evict keys, and
+ * starts its I/O thread.  `bytes` is the size of the store's offsets (the
+ * arena).  Returns 0, or EINVAL (or an errno) after printing one line that
+ * starts with `label`. */
+int upager__store_redis_open(struct upager__store *s, const struct upager__config *cfg,
+                             const char *label, size_t page_size, uint64_t bytes);
+const char *upager__store_redis_prefix(void); /* the key prefix in use */
 
 /* ------------------------------------------------------------------------
  * The page table (arena.c)

@@ -52,5 +52,6 @@ int upager__store_tmp_open(struct upager__store *s, const char *dir, int direct)
 void upager__store_fd_init(struct upager__store *s, int fd, uint64_t size);
 
 extern const struct upager__store_ops upager__store_file_ops;
+extern const struct upager__store_ops upager__store_redis_ops; /* store_redis.c */
 
 #endif /* UPAGER_STORE_H */

@@ -22,5 +22,6 @@ Suite *map_suite(void);       /* check_map.c: file mapping, pin, advise      */
 Suite *robust_suite(void);    /* check_robust.c: I/O errors, load, fork, misuse */
 Suite *limits_suite(void);    /* check_limits.c: tiny budgets, huge sizes, races */
 Suite *kernel_suite(void);    /* check_kernel.c: sync objects, system calls  */
+Suite *redis_suite(void);     /* check_redis.c: the Redis store              */
 
 #endif /* UPAGER_CHECK_SUITES_H */

@@ -31,6 +31,7 @@ int main(void)
     srunner_add_suite(sr, robust_suite());
     srunner_add_suite(sr, limits_suite());
     srunner_add_suite(sr, kernel_suite());
+    srunner_add_suite(sr, redis_suite());
 
     srunner_set_fork_status(sr, CK_FORK);
     srunner_run_all(sr, CK_ENV);

@@ -72,7 +72,7 @@ now() { date +%s; }
 
 # --- 1. Packages ------------------------------------------------------------
 
-packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check libsqlite3-dev sqlite3 python3-numpy time"
+packages="build-essential autoconf automake libtool pkg-config libsigsegv-dev check libsqlite3-dev sqlite3 python3-numpy time libhiredis-dev redis-server"
 case " $stages " in *" fuzz "*) packages="$packages clang libclang-rt-dev" ;; esac
 . "$srcdir/scripts/packages.sh"
 # shellcheck disable=SC2086  # one word per package
