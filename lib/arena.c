@@ -123,10 +123,11 @@ int upager__arena_init(void)
 
 /* ---- the page table -------------------------------------------------- */
 
-void upager__page_lock(size_t i)
+/* Creates the entry of page i from its group when it has none yet.
+ * Precondition: the page's lock is held (then its group's is taken). */
+static void entry_create(size_t i)
 {
     struct upager__page *p = PG(i);
-    upager__lock(&p->lock);
     if (p->state != PAGE_FREE)
         return;
     struct upager__group *gr = GR(i);
@@ -144,16 +145,17 @@ void upager__page_lock(size_t i)
     upager__unlock(&gr->lock);
 }
 
+void upager__page_lock(size_t i)
+{
+    upager__lock(&PG(i)->lock);
+    entry_create(i);
+}
+
 int upager__page_trylock(size_t i)
 {
-    struct upager__page *p = PG(i);
-    if (!upager__trylock(&p->lock))
+    if (!upager__trylock(&PG(i)->lock))
         return 0;
-    if (p->state == PAGE_FREE && GROUP_LIVE(GR(i))) {
-        /* A group's lock is only ever held briefly: wait for it. */
-        upager__unlock(&p->lock);
-        upager__page_lock(i);
-    }
+    entry_create(i); /* a group's lock is only ever held briefly */
     return 1;
 }
 
