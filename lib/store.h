@@ -17,9 +17,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define UPAGER__STORE_VERSION 1
+#define UPAGER__STORE_VERSION 2
 
 struct upager__store;
+
+/* One piece of a batched write: len bytes of buf at off. */
+struct upager__extent {
+    const void *buf;
+    size_t len;
+    uint64_t off;
+};
 
 struct upager__store_ops {
     int version; /* UPAGER__STORE_VERSION */
@@ -34,7 +41,17 @@ struct upager__store_ops {
     int (*sync)(struct upager__store *s);
     /* Releases the store. */
     void (*close)(struct upager__store *s);
+    /* Optional (NULL: the pager calls write for each extent).  Writes n
+     * extents, in any order or all at once (pipelined), and sets err[i] to
+     * 0 or the errno of extent i: an extent is durable as far as write
+     * makes it only when its err[i] is 0.  Returns 0 when every extent was
+     * written, else the first errno.  Called by the I/O thread, never from
+     * the fault path, with n <= UPAGER__STORE_BATCH. */
+    int (*write_many)(struct upager__store *s, const struct upager__extent *v, size_t n,
+                      int *err);
 };
+
+#define UPAGER__STORE_BATCH 64 /* most extents in one write_many */
 
 struct upager__store {
     const struct upager__store_ops *ops;
