@@ -378,6 +378,7 @@ int upager__pages_release(size_t first, size_t n, bool discard_store)
         p->flags = 0;
         p->kind = OWNER_NONE;
         p->pins = 0;
+        p->wb = 0;
         p->owner = NULL;
         upager__unlock(&p->lock);
     }

@@ -56,8 +56,6 @@ static int prot_of(const struct upager__page *p)
     return (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ;
 }
 
-static _Atomic int64_t write_error_said; /* when a failed write-back was last said, +1 */
-
 int upager__clock_init(size_t limit)
 {
     struct upager__global *g = &upager__g;
@@ -123,70 +121,6 @@ static size_t take_slot(size_t page)
     return f;
 }
 
-static const char *errname(int err)
-{
-    /* Whole sentences, so that the line is one write(2). */
-#define KEPT ": the page stays in memory, dirty, and is retried (the budget may be exceeded meanwhile)"
-    switch (err) {
-    case ENOSPC: return " (no space left on device)" KEPT;
-    case EIO: return " (input/output error)" KEPT;
-    case EDQUOT: return " (disk quota exceeded)" KEPT;
-    case EFBIG: return " (file too large)" KEPT;
-    case EROFS: return " (read-only file system)" KEPT;
-    default: return " (write error)" KEPT;
-    }
-#undef KEPT
-}
-
-struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len)
-{
-    struct upager__global *g = &upager__g;
-    struct upager__page *p = PG(page);
-    if (p->kind == OWNER_MAP) {
-        struct upager__mapping *m = p->owner;
-        uint64_t o = (uint64_t)(page - m->first) << g->page_shift;
-        uint64_t left = m->file_size > o ? m->file_size - o : 0;
-        *off = o;
-        *len = left < g->page_size ? (size_t)left : g->page_size;
-        return &m->store;
-    }
-    *off = (uint64_t)page << g->page_shift;
-    *len = g->page_size;
-    return &g->anon;
-}
-
-/* Writes a dirty page's frame to its store.  Precondition: caller holds the
- * page lock; the page is RESIDENT and not writable by the program. */
-static int write_page(size_t page)
-{
-    struct upager__global *g = &upager__g;
-    uint64_t off;
-    size_t len;
-    struct upager__store *s = upager__page_store(page, &off, &len);
-    char *b = upager__bounce_get();
-    int err = upager__frame_copy(page, b);
-    if (!err && len)
-        err = s->ops->write(s, b, s->direct ? g->page_size : len, off);
-    upager__bounce_put(b);
-    if (err) {
-        atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
-        /* One line, and again at most every 10 s while failures go on. */
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t last = atomic_load(&write_error_said);
-        if ((last == 0 || now.tv_sec - last >= 10) &&
-            atomic_compare_exchange_strong(&write_error_said, &last, (int64_t)now.tv_sec + 1)) {
-            char hex[24];
-            upager__say_safe("write-back failed at ", upager__hex(hex, (uintptr_t)PAGE_ADDR(page)),
-                             errname(err));
-        }
-        return err;
-    }
-    atomic_fetch_add_explicit(&g->st.writebacks, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&g->st.bytes_written, len, memory_order_relaxed);
-    return 0;
-}
-
 /* Takes a RESIDENT page out of memory, keeping its contents (written back
  * when dirty).  Its frame slot is left to the caller.  Precondition: caller
  * holds the page lock, not clock_lock; the page is not pinned.  On a failed
@@ -205,7 +139,7 @@ static int evict_page(size_t page)
         p->flags &= (uint8_t)~PF_REF;
     }
     if (p->flags & PF_DIRTY) {
-        if ((err = write_page(page)))
+        if ((err = upager__io_write_page(page)))
             return err; /* stays resident, dirty and cooled */
         p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
         atomic_fetch_add_explicit(&g->st.dirty_evictions, 1, memory_order_relaxed);
@@ -213,7 +147,8 @@ static int evict_page(size_t page)
     if ((err = upager__frames_drop(page, 1)))
         return err; /* stays resident, clean and cooled */
     p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
-    p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY);
+    p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY | PF_RA | PF_RAMARK);
+    p->wb = 0;
     atomic_fetch_add_explicit(&g->st.evictions, 1, memory_order_relaxed);
     return 0;
 }
@@ -273,14 +208,15 @@ static bool cool_run(size_t page, size_t frame)
 
 /* Adds `page` to b when it sits in `frame`, cooled, unpinned and free to
  * lock.  Returns whether it did.  Precondition: clock_lock held. */
-static bool batch_add(struct batch *b, size_t page, size_t frame)
+static bool batch_add(struct batch *b, size_t page, size_t frame, bool clean_only)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *q = PG(page);
-    if (frame >= g->span || g->frame_page[frame] != page || (q->flags & PF_REF) || q->pins ||
+    uint8_t no = (uint8_t)(PF_REF | (clean_only ? PF_DIRTY : 0));
+    if (frame >= g->span || g->frame_page[frame] != page || (q->flags & no) || q->pins ||
         !upager__trylock(&q->lock))
         return false;
-    if (q->state != PAGE_RESIDENT || q->frame != frame || (q->flags & PF_REF) || q->pins) {
+    if (q->state != PAGE_RESIDENT || q->frame != frame || (q->flags & no) || q->pins) {
         upager__unlock(&q->lock);
         return false;
     }
@@ -296,7 +232,14 @@ static bool batch_add(struct batch *b, size_t page, size_t frame)
  * next frame slots join it, so that one visit frees a run with one punch;
  * the hand moves past them as it would have.  Fills b with locked
  * pages, taken out of the frame table; b->n is 0 when two turns found
- * nothing (all pinned or busy).  Precondition: caller holds clock_lock. */
+ * nothing (all pinned or busy).  Precondition: caller holds clock_lock.
+ *
+ * While the I/O threads run, a cooled page that is still dirty is passed
+ * over (the cleaner is asked to write it) for up to DIRTY_SKIP of them:
+ * the fault then waits for no write-back.  Past that, the dirty victim is
+ * taken and written here, so that a program that dirties pages faster than
+ * the store takes them is slowed down to the store's speed. */
+#define DIRTY_SKIP 32
 static void find_victims(struct batch *b)
 {
     struct upager__global *g = &upager__g;
@@ -306,31 +249,56 @@ static void find_victims(struct batch *b)
     b->n = 0;
     b->err = 0;
     b->cool_failed = false;
+    size_t skipped = upager__ioq_running() ? 0 : DIRTY_SKIP;
+    size_t first_pg = FRAME_NONE, first_f = 0; /* the first dirty page passed over */
     for (size_t scanned = 0; span && scanned < 2 * span + 1; scanned++) {
-        size_t f = g->hand;
-        g->hand = f + 1 >= span ? 0 : f + 1;
-        size_t pg = g->frame_page[f];
-        if (pg == FRAME_NONE)
-            continue;
-        struct upager__page *p = PG(pg);
-        if (!upager__trylock(&p->lock))
-            continue;
-        if (p->state != PAGE_RESIDENT || p->frame != f || p->pins) {
+        size_t f = g->hand, pg;
+        bool clean_only = skipped < DIRTY_SKIP;
+        if (!clean_only && first_pg != FRAME_NONE) {
+            /* Enough dirty pages passed over: the oldest of them goes. */
+            f = first_f;
+            pg = first_pg;
+            first_pg = FRAME_NONE;
+            if (!batch_add(b, pg, f, false))
+                continue;
+        } else {
+            g->hand = f + 1 >= span ? 0 : f + 1;
+            pg = g->frame_page[f];
+            if (pg == FRAME_NONE)
+                continue;
+            struct upager__page *p = PG(pg);
+            if (!upager__trylock(&p->lock))
+                continue;
+            if (p->state != PAGE_RESIDENT || p->frame != f || p->pins) {
+                upager__unlock(&p->lock);
+                continue;
+            }
+            if (p->flags & PF_REF) { /* second chance: cool it */
+                if (!cool_run(pg, f))
+                    b->cool_failed = true;
+                continue;
+            }
+            bool dirty = (p->flags & PF_DIRTY) != 0;
+            if (clean_only && dirty)
+                p->wb = 1; /* for the cleaner, until referenced again */
             upager__unlock(&p->lock);
-            continue;
+            if (clean_only && dirty) { /* left to the cleaner, for now */
+                if (skipped++ == 0) {
+                    first_pg = pg;
+                    first_f = f;
+                    upager__ioq_clean();
+                }
+                continue;
+            }
+            if (!batch_add(b, pg, f, clean_only))
+                continue;
         }
-        if (p->flags & PF_REF) { /* second chance: cool it */
-            if (!cool_run(pg, f))
-                b->cool_failed = true;
-            continue;
-        }
-        upager__unlock(&p->lock);
-        if (!batch_add(b, pg, f))
-            continue;
         /* The victim's arena neighbours in the next slots go with it. */
-        while (b->n < max && pg + b->n < g->npages && batch_add(b, pg + b->n, f + b->n))
+        while (b->n < max && pg + b->n < g->npages &&
+               batch_add(b, pg + b->n, f + b->n, clean_only))
             ;
-        g->hand = f + b->n >= span ? 0 : f + b->n;
+        if (f == g->hand || (f < g->hand ? g->hand - f : g->hand + span - f) <= b->n)
+            g->hand = f + b->n >= span ? 0 : f + b->n;
         for (size_t i = 0; i < b->n; i++)
             g->frame_page[b->frame[i]] = FRAME_NONE; /* out of the hand's way */
         return;
@@ -348,7 +316,7 @@ static size_t evict_batch(struct batch *b)
     for (size_t i = 0; i < b->n; i++) {
         struct upager__page *p = PG(b->page[i]);
         if (p->flags & PF_DIRTY) {
-            int err = write_page(b->page[i]);
+            int err = upager__io_write_page(b->page[i]);
             if (err) {
                 if (!b->err)
                     b->err = err;
@@ -377,6 +345,8 @@ static size_t evict_batch(struct batch *b)
                 continue;
             }
             p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
+            p->flags &= (uint8_t) ~(PF_RA | PF_RAMARK);
+            p->wb = 0;
         }
         if (err && !b->err)
             b->err = err;
@@ -509,7 +479,7 @@ int upager__writeback_locked(size_t page)
         upager__protect(page, 1, PROT_READ | PROT_WRITE);
         return err;
     }
-    err = write_page(page);
+    err = upager__io_write_page(page);
     if (err) {
         if (p->flags & PF_REF)
             upager__protect(page, 1, PROT_READ | PROT_WRITE);

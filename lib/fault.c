@@ -90,39 +90,6 @@ static TLS uint32_t retry_gen;         /* ... fault and its generation     */
 static TLS const void *declined_addr;  /* last fault that was declined     */
 static struct sigaction segv_next;     /* libsigsegv's own SIGSEGV action  */
 bool upager__fault_no_context;         /* tests: decide by the retry rule  */
-static TLS size_t seq_next;            /* page that would continue a run   */
-static TLS unsigned seq_window;        /* read-ahead pages for this thread */
-
-/* ---- I/O buffers --------------------------------------------------- */
-
-char *upager__bounce_get(void)
-{
-    struct upager__global *g = &upager__g;
-    for (;;) {
-        uint32_t m = atomic_load(&g->bounce_free);
-        if (m == 0) {
-            uint32_t seq = atomic_load(&g->bounce_seq);
-            atomic_fetch_add(&g->bounce_waiters, 1);
-            if (atomic_load(&g->bounce_free) == 0)
-                upager__futex_wait(&g->bounce_seq, seq);
-            atomic_fetch_sub(&g->bounce_waiters, 1);
-            continue;
-        }
-        unsigned i = (unsigned)__builtin_ctz(m);
-        if (atomic_compare_exchange_weak(&g->bounce_free, &m, m & ~(1u << i)))
-            return g->bounce + (size_t)i * g->bounce_size;
-    }
-}
-
-void upager__bounce_put(char *b)
-{
-    struct upager__global *g = &upager__g;
-    unsigned i = (unsigned)((size_t)(b - g->bounce) / g->bounce_size);
-    atomic_fetch_or(&g->bounce_free, 1u << i);
-    atomic_fetch_add(&g->bounce_seq, 1);
-    if (atomic_load(&g->bounce_waiters)) /* no system call when nobody waits */
-        upager__futex_wake(&g->bounce_seq, 1);
-}
 
 /* ---- page-in -------------------------------------------------------- */
 
@@ -155,35 +122,48 @@ static int open_run(size_t page, size_t run, bool write)
     return err;
 }
 
-/* Marks pages [page, page+run) resident in `frames`, referenced, the first
- * one dirty when `write`.  Precondition: their locks held. */
-static void set_resident(size_t page, size_t run, const uint32_t *frames, bool write)
+enum { LOAD_READ, LOAD_WRITE, LOAD_AHEAD };
+
+/* Marks pages [page, page+run) resident in `frames`: referenced, the first
+ * one dirty for LOAD_WRITE; for LOAD_AHEAD cooled and marked read ahead,
+ * the first page also as the mark of its window (readahead.c).
+ * Precondition: their locks held. */
+static void set_resident(size_t page, size_t run, const uint32_t *frames, int mode)
 {
     for (size_t i = 0; i < run; i++) {
         struct upager__page *q = PG(page + i);
+        uint8_t f = (uint8_t)(q->flags & ~(PF_DIRTY | PF_REF | PF_RA | PF_RAMARK));
+        if (mode == LOAD_AHEAD)
+            f |= (uint8_t)(PF_RA | (i == 0 ? PF_RAMARK : 0));
+        else
+            f |= (uint8_t)(PF_REF | (mode == LOAD_WRITE && i == 0 ? PF_DIRTY : 0));
         q->state = PAGE_RESIDENT;
         q->frame = frames[i];
-        q->flags = (uint8_t)((q->flags & ~PF_DIRTY) | PF_REF | (write && i == 0 ? PF_DIRTY : 0));
+        q->flags = f;
+        q->wb = 0;
     }
 }
 
 /* Loads `page` (STORED, locked by the caller) together with up to n - 1
  * pages that follow it in the same allocation or mapping, are STORED and
  * can be locked at once: one read from the store, one write into the
- * frames through the memfd, one mprotect (two for a write).  Until then
- * the pages are PROT_NONE, so no thread sees them half-filled.  Returns 0
- * or the errno for `page`; on error every page of the run stays STORED,
- * and the read-ahead pages are just left unloaded.
- * Precondition: the caller holds the lock of `page` only. */
-static int load_run(size_t page, size_t n, bool write)
+ * frames through the memfd (io.c), one mprotect (two for a write).  Until
+ * then the pages are PROT_NONE, so no thread sees them half-filled.
+ * LOAD_AHEAD (an I/O thread reading ahead) waits for no frame and leaves
+ * the pages PROT_NONE and cooled.  Returns 0 or the errno for `page`; on
+ * error every page of the run stays STORED, and the read-ahead pages are
+ * just left unloaded.  Precondition: the caller holds the lock of `page`
+ * only; the other locks are dropped on return (LOAD_AHEAD: all of them). */
+static int load_run(size_t page, size_t n, int mode)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *p = PG(page);
-    size_t ps = g->page_size;
-    size_t max_run = g->bounce_size / ps;
+    size_t max_run = upager__io_run_max();
     uint32_t frames[RUN_MAX];
     if (n > max_run)
         n = max_run;
+    if (n > RUN_MAX)
+        n = RUN_MAX;
     if (n < 1)
         n = 1;
     size_t run = 1;
@@ -199,58 +179,54 @@ static int load_run(size_t page, size_t n, bool write)
     }
     for (size_t i = 0; i < run; i++) {
         size_t f;
-        int e = upager__frame_get(page + i, &f, i == 0);
+        int e = upager__frame_get(page + i, &f, i == 0 && mode != LOAD_AHEAD);
         if (e) { /* no room now: load less, or nothing */
             for (size_t k = i; k < run; k++)
                 if (k)
                     upager__unlock(&PG(page + k)->lock);
-            if (i == 0)
-                return e;
             run = i;
+            if (i == 0) {
+                if (mode == LOAD_AHEAD)
+                    upager__unlock(&p->lock);
+                return e;
+            }
             break;
         }
         frames[i] = (uint32_t)f;
     }
 
-    uint64_t off, off_last;
-    size_t len, len_last;
-    struct upager__store *s = upager__page_store(page, &off, &len);
-    upager__page_store(page + run - 1, &off_last, &len_last);
-    size_t total = (size_t)(off_last - off) + len_last; /* bytes the store has */
-    char *b = upager__bounce_get();
-    int err = 0;
-    bool io_failed = false;
-    if (total)
-        err = s->ops->read(s, b, s->direct ? run * ps : total, off);
-    if (!err) {
-        if (total < run * ps && !s->direct)
-            memset(b + total, 0, run * ps - total);
-        err = upager__frame_fill(page, b, run);
-    }
-    upager__bounce_put(b);
-    if (err)
-        io_failed = true;
-    else
-        err = open_run(page, run, write);
+    int err = upager__io_read_run(page, run);
+    if (!err && mode != LOAD_AHEAD)
+        err = open_run(page, run, mode == LOAD_WRITE);
     if (err) {
         upager__frames_drop(page, run);
         for (size_t i = 0; i < run; i++)
             upager__frame_put(frames[i]);
         for (size_t i = 1; i < run; i++)
             upager__unlock(&PG(page + i)->lock);
-        if (io_failed)
-            atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
+        if (mode == LOAD_AHEAD) { /* a failed read-ahead is harmless */
+            upager__unlock(&p->lock);
+            return err;
+        }
         if (run > 1) /* perhaps only a read-ahead page is bad: retry alone */
-            return load_run(page, 1, write);
+            return load_run(page, 1, mode);
         return err;
     }
-    set_resident(page, run, frames, write);
+    set_resident(page, run, frames, mode);
     for (size_t i = 1; i < run; i++)
         upager__unlock(&PG(page + i)->lock);
-    atomic_fetch_add_explicit(&g->st.bytes_read, total, memory_order_relaxed);
-    atomic_fetch_add_explicit(&g->st.readahead_pages, run - 1, memory_order_relaxed);
-    seq_next = page + run;
+    atomic_fetch_add_explicit(&g->st.readahead_pages, mode == LOAD_AHEAD ? run : run - 1,
+                              memory_order_relaxed);
+    if (mode == LOAD_AHEAD)
+        upager__unlock(&p->lock);
+    else
+        upager__ra_loaded(page, run, p->owner);
     return 0;
+}
+
+int upager__load_async(size_t page, size_t n)
+{
+    return load_run(page, n, LOAD_AHEAD);
 }
 
 /* Gives an EMPTY page (locked by the caller) a frame: the memfd hole reads
@@ -267,7 +243,7 @@ static int open_empty(size_t page, bool write)
         return err;
     }
     uint32_t f32 = (uint32_t)f;
-    set_resident(page, 1, &f32, write);
+    set_resident(page, 1, &f32, write ? LOAD_WRITE : LOAD_READ);
     return 0;
 }
 
@@ -276,57 +252,11 @@ int upager__page_in_locked(size_t page, bool counted)
     struct upager__global *g = &upager__g;
     if (PG(page)->state == PAGE_EMPTY)
         return open_empty(page, false);
-    int err = load_run(page, 1, false);
+    int err = load_run(page, 1, LOAD_READ);
     if (!err && counted)
         atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
     return err;
 }
-
-/* Read-ahead: how many pages to load with a major fault on `page`.  When
- * this thread's major faults run in order (or the range was advised
- * SEQUENTIAL) the window doubles up to the read-ahead limit, and never
- * exceeds a quarter of the budget; otherwise it is one page. */
-static size_t ra_pages(size_t page)
-{
-    struct upager__global *g = &upager__g;
-    struct upager__page *p = PG(page);
-    unsigned max = (unsigned)g->readahead;
-    if (max == 0 || (p->flags & PF_RANDOM)) {
-        seq_window = 0;
-    } else if (page == seq_next || (p->flags & PF_SEQ)) {
-        seq_window = seq_window ? (seq_window * 2 > max ? max : seq_window * 2)
-                                : ((p->flags & PF_SEQ) ? max : 1);
-    } else {
-        seq_window = 0;
-    }
-    size_t n = seq_window;
-    if (n > g->limit / 4)
-        n = g->limit / 4;
-    return 1 + n;
-}
-
-/* With UPAGER_ADVICE_SEQUENTIAL the pages well behind a sequential fault
- * will not be wanted again soon: evict them now (evict behind), so that
- * a scan does not push out the rest of the resident set.  Pages that are
- * busy or pinned are left to the clock.  Precondition: no lock held. */
-static void evict_behind(size_t page)
-{
-    struct upager__global *g = &upager__g;
-    struct upager__page *p = PG(page);
-    size_t lag = 2 * (size_t)(g->readahead ? g->readahead : 1);
-    if (!(p->flags & PF_SEQ) || page < 2 * lag)
-        return;
-    for (size_t i = page - 2 * lag; i < page - lag; i++) {
-        struct upager__page *q = PG(i);
-        if (q->state != PAGE_RESIDENT || q->owner != p->owner || !(q->flags & PF_SEQ) ||
-            !upager__trylock(&q->lock))
-            continue;
-        if (q->owner == p->owner)
-            upager__evict_locked(i);
-        upager__unlock(&q->lock);
-    }
-}
-
 
 /* ---- the handler ---------------------------------------------------- */
 
@@ -431,7 +361,7 @@ static int fault(void *addr, int acc)
     size_t page = ADDR_PAGE(addr);
     struct upager__page *p = PG(page);
     bool write = acc == ACCESS_WRITE;
-    bool major = false;
+    bool major = false, mark = false;
     int err = 0;
 
     upager__page_lock(page);
@@ -449,14 +379,17 @@ static int fault(void *addr, int acc)
         break;
 
     case PAGE_STORED:
-        err = load_run(page, ra_pages(page), write);
+        err = load_run(page, upager__ra_window(page), write ? LOAD_WRITE : LOAD_READ);
         major = true;
         break;
 
     case PAGE_RESIDENT:
         if (!(p->flags & PF_REF)) { /* cooled: referenced again */
             uint8_t old = p->flags;
+            mark = (p->flags & PF_RAMARK) != 0; /* the program reached a window */
+            p->flags &= (uint8_t)~(PF_RA | PF_RAMARK);
             p->flags |= (uint8_t)(PF_REF | (write ? PF_DIRTY : 0));
+            p->wb = 0; /* in use again: not for the cleaner */
             if ((err = upager__protect(page, 1, prot_of(p)))) {
                 p->flags = old;
                 upager__protect(page, 1, PROT_NONE);
@@ -501,10 +434,12 @@ static int fault(void *addr, int acc)
         return 1;
     }
     atomic_fetch_add_explicit(&g->st.faults, 1, memory_order_relaxed);
-    if (major) {
+    if (major)
         atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
-        evict_behind(page);
-    }
+    if (mark)
+        upager__ra_hit(page, p->owner);
+    if (major || mark)
+        upager__ra_evict_behind(page);
     return 1;
 
 read_only:

@@ -315,6 +315,10 @@ static int start(void)
         upager__say("cannot install the SIGSEGV handler (libsigsegv)");
         return err;
     }
+    if ((err = upager__ioq_start())) {
+        upager__say("cannot start the I/O threads (%s)", strerror(err));
+        return err;
+    }
     static bool registered;
     if (!registered) {
         registered = true;
@@ -380,6 +384,7 @@ static void child_after_fork(void)
     init_done = false;
     init_error = 0;
     upager__map_after_fork();
+    upager__ioq_after_fork();
 }
 
 int upager_configure(const char *name, const char *value)

@@ -8,6 +8,9 @@
  *   arena.c    the reserved arena, the page table, the address-space runs
  *   fault.c    the SIGSEGV handler and page-in
  *   clock.c    frames, the clock hand, eviction, the budget
+ *   io.c       transfers between frames and stores, the I/O buffers
+ *   ioq.c      the I/O threads: background write-back, async read-ahead
+ *   readahead.c  the read-ahead policy
  *   store*.c   the backing stores
  *   alloc.c    the malloc-like API
  *   map.c      file mappings, pinning, advice
@@ -33,6 +36,7 @@
 #define UPAGER__RA_AUTO_MAX 16                   /* automatic read-ahead, pages */
 #define UPAGER__RA_MAX 64                        /* largest UPAGER_READAHEAD    */
 #define UPAGER__NSHARD 8                         /* memfds behind the arena     */
+#define UPAGER__IO_THREADS 2                     /* background I/O threads      */
 
 /* ------------------------------------------------------------------------
  * Options (config.c)
@@ -119,6 +123,8 @@ enum upager__page_state {
 #define PF_RDONLY  0x08 /* a read-only mapping: a write is a genuine fault   */
 #define PF_SEQ     0x10 /* advice: sequential                                */
 #define PF_RANDOM  0x20 /* advice: random, no read-ahead                     */
+#define PF_RA      0x40 /* read ahead by an I/O thread, not yet accessed      */
+#define PF_RAMARK  0x80 /* ... and the first page of its window               */
 
 /* kind: who owns a live page */
 enum { OWNER_NONE = 0, OWNER_SLAB, OWNER_LARGE, OWNER_MAP };
@@ -128,7 +134,8 @@ struct upager__page {
     uint8_t state;       /* enum upager__page_state                          */
     uint8_t flags;       /* PF_*                                             */
     uint8_t kind;        /* OWNER_*; set by alloc.c / map.c under alloc_lock */
-    uint8_t unused;
+    uint8_t wb;          /* 1: the hand passed it over, dirty: the I/O
+                            threads write it back (ioq.c)                    */
     uint32_t pins;       /* upager_pin nesting count; pinned pages stay      */
     uint32_t frame;      /* frame index while PAGE_RESIDENT                  */
     uint32_t gen;        /* protection generation: new at every mprotect     */
@@ -265,16 +272,45 @@ extern bool upager__fault_no_context; /* tests: set before start-up to use
                                          the retry rule instead of the
                                          fault's context */
 int upager__page_in_locked(size_t page, bool for_pin); /* 0 or errno */
+/* Reads ahead: `page` (STORED, locked by the caller) and up to n - 1
+ * pages after it, cooled, waiting for no frame; unlocks every page. */
+int upager__load_async(size_t page, size_t n);
+
+/* io.c: the transfers.  Locks of the pages are held by the caller, and
+ * the pages are PROT_NONE (or read-only) in the arena meanwhile. */
 char *upager__bounce_get(void);
 void upager__bounce_put(char *b);
+size_t upager__io_run_max(void); /* pages of one I/O buffer */
 struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len);
+/* Store -> frames of pages [page, page+run), all of one store, run <=
+ * io_run_max.  Counts bytes_read, or io_errors. */
+int upager__io_read_run(size_t page, size_t run);
+/* Frames -> store; ok[i] says which pages were written (all or none,
+ * except with a store's write_many).  Counts writebacks and bytes_written;
+ * a failure counts in io_errors and is said on stderr (at most every 10 s). */
+int upager__io_write_run(size_t page, size_t run, bool *ok);
+int upager__io_write_page(size_t page);
+
+/* ioq.c: the I/O threads */
+int upager__ioq_start(void);
+void upager__ioq_after_fork(void);
+bool upager__ioq_running(void);
+void upager__ioq_clean(void); /* cooled dirty pages wait: write them back */
+bool upager__ioq_readahead(size_t page, size_t n, const void *owner); /* a hint */
+void upager__ioq_drain(void); /* tests: until the threads are idle (10 s at most) */
+
+/* readahead.c: the policy (thread-local state; fault path) */
+size_t upager__ra_window(size_t page); /* pages to load with a major fault */
+void upager__ra_loaded(size_t page, size_t run, const void *owner);
+void upager__ra_hit(size_t page, const void *owner); /* a window's mark touched */
+void upager__ra_evict_behind(size_t page);
 
 /* os.c: thin wrappers, each returning 0 or an errno */
 int upager__protect(size_t first, size_t n, int prot);
 int upager__protect_free(size_t first, size_t n); /* PROT_NONE, for release */
 int upager__frames_drop(size_t first, size_t n);            /* punch memfd */
 int upager__frame_fill(size_t page, const void *buf, size_t npages); /* memfd write */
-int upager__frame_copy(size_t page, void *buf);             /* memfd read  */
+int upager__frame_read(size_t page, void *buf, size_t npages); /* memfd read */
 int upager__read_file(const char *path, char *buf, size_t len);
 
 /* map.c */

@@ -121,11 +121,11 @@ int upager__frame_fill(size_t page, const void *buf, size_t npages)
     return frame_io(page, (char *)buf, npages << upager__g.page_shift, true);
 }
 
-/* Reads a page's frame through the memfd (the arena page may be
- * inaccessible).  Holes read as zeros. */
-int upager__frame_copy(size_t page, void *buf)
+/* Reads the frames of npages pages through the memfd (the arena pages may
+ * be inaccessible).  Holes read as zeros. */
+int upager__frame_read(size_t page, void *buf, size_t npages)
 {
-    return frame_io(page, buf, upager__g.page_size, false);
+    return frame_io(page, buf, npages << upager__g.page_shift, false);
 }
 
 /* Reads a small text file (for /proc and /sys); NUL-terminates. */

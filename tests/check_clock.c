@@ -79,8 +79,8 @@ END_TEST
 
 /* Data written once and then only read, at eight times the budget: the
  * read passes evict pages all the time but write nothing back (clean pages
- * are dropped).  The counters agree: every write-back is the eviction of a
- * dirty page, a page at a time. */
+ * are dropped).  The counters agree: every write-back is of a dirty page,
+ * a page at a time. */
 START_TEST(test_clean_pages_not_written)
 {
     const size_t len = 32 * TU_MIB;
@@ -108,7 +108,11 @@ START_TEST(test_clean_pages_not_written)
                   "%llu clean pages written back",
                   (unsigned long long)(s1.writebacks - s0.writebacks));
     ck_assert_uint_eq(s1.bytes_written, s0.bytes_written);
-    ck_assert_uint_eq(s1.writebacks, s1.dirty_evictions);
+    /* Every write-back is of a dirty page: at eviction, or before it by
+     * the I/O threads (then the eviction is clean); each page was
+     * written once. */
+    ck_assert_uint_ge(s1.writebacks, s1.dirty_evictions);
+    ck_assert_uint_le(s1.writebacks, len / ps);
     ck_assert_uint_eq(s1.bytes_written, s1.writebacks * ps);
     ck_assert_uint_eq(s1.io_errors, 0);
 }

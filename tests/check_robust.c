@@ -430,6 +430,7 @@ START_TEST(test_readahead_read_error)
     fs_rule_range(FS_READ, FS_FROM, 1, EIO, bad_off, bad_off + PS);
     for (size_t i = 0; i < bad_page; i++)
         read_byte(p + i * PS);
+    upager__ioq_drain(); /* the read-ahead of the I/O threads is done */
     ck_assert_msg(fs_failures(FS_READ) >= 1,
                   "no read-ahead reached page %zu (%llu reads)", bad_page,
                   (unsigned long long)fs_calls(FS_READ));

@@ -1,0 +1,105 @@
+/*
+ * readahead.c - when to read ahead, and how far.
+ *
+ * Each thread keeps the page that would continue its run of major faults.
+ * A fault there is sequential: the window of pages loaded with it doubles,
+ * up to UPAGER_READAHEAD pages and never more than a quarter of the
+ * budget; any other fault starts over at one page (random access reads
+ * only the page it needs).  UPAGER_ADVICE_SEQUENTIAL starts at the full
+ * window, UPAGER_ADVICE_RANDOM never reads ahead.
+ *
+ * Once a run is sequential, the fault also asks the I/O threads (ioq.c)
+ * for the two windows that follow the pages it loaded.  Their first pages
+ * are marked; the program touching a mark asks for the window two further
+ * on, so that about two windows are read while the program uses a third.
+ * Those pages arrive cooled: unused, they are the clock's first victims.
+ *
+ * With UPAGER_ADVICE_SEQUENTIAL the pages well behind a sequential fault
+ * will not be wanted again soon: they are evicted at once (evict behind),
+ * so that a scan does not push out the rest of the resident set.
+ *
+ * Called from the fault path: thread-local state and atomics only.
+ */
+#include "internal.h"
+
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* A major fault in [seq_lo, seq_hi] continues this thread's run: the page
+ * after the last one loaded, or one of the windows in flight. */
+static TLS size_t seq_lo, seq_hi;
+static TLS unsigned seq_window; /* read-ahead pages for this thread */
+
+size_t upager__ra_window(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    unsigned max = (unsigned)g->readahead;
+    if (max == 0 || (p->flags & PF_RANDOM)) {
+        seq_window = 0;
+    } else if ((page >= seq_lo && page <= seq_hi && seq_hi) || (p->flags & PF_SEQ)) {
+        seq_window = seq_window ? (seq_window * 2 > max ? max : seq_window * 2)
+                                : ((p->flags & PF_SEQ) ? max : 1);
+    } else {
+        seq_window = 0;
+    }
+    size_t n = seq_window;
+    if (n > g->limit / 4)
+        n = g->limit / 4;
+    return 1 + n;
+}
+
+/* Pages in one asynchronous window: the full read-ahead, at most an
+ * eighth of the budget (two are in flight), and no more than a buffer. */
+static size_t async_window(void)
+{
+    struct upager__global *g = &upager__g;
+    size_t w = (size_t)g->readahead;
+    if (w > g->limit / 8)
+        w = g->limit / 8;
+    if (w > upager__io_run_max())
+        w = upager__io_run_max();
+    return w;
+}
+
+void upager__ra_loaded(size_t page, size_t run, const void *owner)
+{
+    seq_lo = seq_hi = page + run;
+    if (seq_window == 0 || !upager__ioq_running())
+        return;
+    size_t w = async_window();
+    if (w == 0)
+        return;
+    upager__ioq_readahead(page + run, w, owner);
+    upager__ioq_readahead(page + run + w, w, owner);
+    seq_hi = page + run + 2 * w;
+}
+
+void upager__ra_hit(size_t page, const void *owner)
+{
+    size_t w = async_window();
+    if (w == 0)
+        return;
+    if (seq_window == 0)
+        seq_window = (unsigned)w; /* the run goes on in this thread */
+    upager__ioq_readahead(page + 2 * w, w, owner);
+    seq_lo = page;
+    seq_hi = page + 3 * w;
+}
+
+void upager__ra_evict_behind(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    size_t lag = 2 * (size_t)(g->readahead ? g->readahead : 1);
+    if (!(p->flags & PF_SEQ) || page < 2 * lag)
+        return;
+    for (size_t i = page - 2 * lag; i < page - lag; i++) {
+        struct upager__page *q = PG(i);
+        if (q->state != PAGE_RESIDENT || q->owner != p->owner || !(q->flags & PF_SEQ) ||
+            !upager__trylock(&q->lock))
+            continue;
+        if (q->owner == p->owner)
+            upager__evict_locked(i);
+        upager__unlock(&q->lock);
+    }
+}
