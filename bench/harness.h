@@ -36,8 +36,8 @@ extern const char *const bench_sys_name[NSYS];
 
 /* The workloads of the table, in the order they run and print; then the
  * runs that are not a workload of the table. */
-enum { WL_SEQ, WL_RAND, WL_HOTCOLD, WL_FIT, WL_SORT, WL_THR1, WL_THR2, WL_FILE,
-       NWL, WL_SWEEP = NWL, WL_FLOOR, WL_PROBE };
+enum { WL_SEQ, WL_SEQ2, WL_RAND, WL_HOTCOLD, WL_HOTCOLD2, WL_FIT, WL_SORT, WL_THR1, WL_THR2,
+       WL_FILE, NWL, WL_SWEEP = NWL, WL_FLOOR, WL_DEVICE, WL_PROBE };
 
 struct wl_def {
     const char *name;
@@ -72,6 +72,8 @@ struct bench_options {
     int nfracs;
     int timeout;          /* seconds per child                             */
     bool no_advice;       /* no MADV_RANDOM / UPAGER_ADVICE_RANDOM          */
+    bool device;          /* measure the device (O_DIRECT)                  */
+    bool up_cgroup;       /* upager's runs in a cgroup of budget + budget/8 */
 };
 extern struct bench_options bench_opt;
 
@@ -171,8 +173,10 @@ uint64_t bench_rand_reads(const uint64_t *a, size_t n, uint64_t count, struct rn
 
 /* The workloads (wl_*.c, floor.c). */
 void bench_wl_seq(void);
+void bench_wl_seq2(void);
 void bench_wl_rand(void);
 void bench_wl_hotcold(void);
+void bench_wl_hotcold2(void);
 void bench_wl_fit(void);
 void bench_wl_sort(void);
 void bench_wl_thr1(void);
@@ -180,6 +184,7 @@ void bench_wl_thr2(void);
 void bench_wl_file(void);
 void bench_wl_sweep(void);
 void bench_wl_floor(void);
+void bench_wl_device(void);
 
 /* ------------------------------------------------------------------------
  * In the parent (harness.c): the runs and their aggregates
@@ -192,6 +197,9 @@ struct run {
     char status[240];       /* "" when fine */
     bool timed_out;
     long ru_maxrss_kib;
+    size_t cg_limit;        /* the child's memory cgroup limit, 0: none   */
+    uint64_t cg_peak;       /* its peak usage (v1 max_usage_in_bytes, v2 memory.peak) */
+    uint64_t cg_oom_kills;  /* oom_kill of memory.oom_control / memory.events */
 };
 
 extern struct run *bench_runs;
@@ -212,6 +220,9 @@ struct agg {
     double ops;
     uint64_t hwm, base, up_peak; /* max over runs */
     uint64_t page_size;
+    size_t cg_limit;        /* the cgroup's limit, 0: none                  */
+    uint64_t cg_peak;       /* max over every run, failed ones included     */
+    uint64_t oom_kills;     /* sum over the runs                            */
 };
 
 const struct phase *bench_find_phase(const struct run *ru, const char *ph);
@@ -235,6 +246,10 @@ void bench_file_remove(void);      /* async-signal-safe                  */
 
 void bench_floor_sizes(size_t up_ps); /* the standard sizes and upager's */
 void bench_floor_summary(FILE *tsv);
+void bench_device_summary(FILE *tsv);
+/* The device's figures (medians over the runs), 0 when not measured. */
+double bench_device_seq_mibps(void);
+bool bench_device_rand_us(size_t size, double *median, double *p99);
 
 struct floor_agg { size_t ps; double bare, pread, fresh; double bmin, bmax, pmin, pmax; };
 const struct floor_agg *bench_floor_for(size_t ps);
@@ -242,5 +257,6 @@ const struct floor_agg *bench_floor_for(size_t ps);
 void bench_print_table(FILE *tsv);
 void bench_sweep_summary(FILE *sw);
 void bench_targets(FILE *tsv);
+void bench_targets13(FILE *tsv);
 
 #endif

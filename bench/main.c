@@ -86,10 +86,12 @@ static void usage(FILE *f)
             "  --sweep-reps N     runs of each sweep point (default 1 quick, 3 full)\n"
             "  --random-reads N   random reads in rand/thr1/thr2 (default 100000; quick 10000)\n"
             "  --sweep-reads N    random reads of a sweep point (default --random-reads; full: half of it)\n"
-            "  --workloads LIST   comma list of seq,rand,hotcold,fit,sort,thr1,thr2,file (default all)\n"
+            "  --workloads LIST   comma list of seq,seq2,rand,hotcold,hotcold2,fit,sort,thr1,thr2,file\n"
+            "                     (default all)\n"
             "  --systems LIST     comma list of upager,malloc,kmmap,read,pread (default all)\n"
             "  --fracs LIST       sweep budgets as fractions of data (default 0.125,0.25,0.5,1,1.5)\n"
-            "  --no-sweep, --no-floor\n"
+            "  --no-sweep, --no-floor, --no-device\n"
+            "  --no-upager-cgroup upager's runs outside a memory cgroup (default: in one of budget + budget/8)\n"
             "  --no-advice        no MADV_RANDOM / UPAGER_ADVICE_RANDOM before random reads\n"
             "  --dir DIR          where the files go (default $UPAGER_DIR, else /var/tmp)\n"
             "  --out FILE         results TSV (default bench/results.tsv)\n"
@@ -122,7 +124,7 @@ int main(int argc, char **argv)
     const char *out = "bench/results.tsv", *sweep_out = NULL, *dir = NULL;
     const char *wl_list = NULL, *sys_list = NULL, *fracs = "0.125,0.25,0.5,1,1.5";
     int timeout = -1;
-    bench_opt.floor = bench_opt.sweep = true;
+    bench_opt.floor = bench_opt.sweep = bench_opt.device = bench_opt.up_cgroup = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -133,6 +135,10 @@ int main(int argc, char **argv)
             bench_opt.sweep = false;
         else if (strcmp(a, "--no-floor") == 0)
             bench_opt.floor = false;
+        else if (strcmp(a, "--no-device") == 0)
+            bench_opt.device = false;
+        else if (strcmp(a, "--no-upager-cgroup") == 0)
+            bench_opt.up_cgroup = false;
         else if (strcmp(a, "--no-advice") == 0)
             bench_opt.no_advice = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -182,9 +188,10 @@ int main(int argc, char **argv)
     bench_opt.nrand_sweep = nsweep > 0 ? (uint64_t)nsweep : bench_opt.quick ? bench_opt.nrand : bench_opt.nrand / 2;
     bench_opt.timeout = timeout > 0 ? timeout : bench_opt.quick ? 15 : 120;
     bench_opt.out = out;
-    bench_opt.wl_mask = wl_list ? parse_list(wl_list, (const char *const[]){"seq", "rand", "hotcold", "fit", "sort",
-                                                                        "thr1", "thr2", "file"}, NWL, "workload")
-                          : (1u << NWL) - 1;
+    const char *wl_names[NWL];
+    for (int i = 0; i < NWL; i++)
+        wl_names[i] = bench_wls[i].name;
+    bench_opt.wl_mask = wl_list ? parse_list(wl_list, wl_names, NWL, "workload") : (1u << NWL) - 1;
     bench_opt.sys_mask = sys_list ? parse_list(sys_list, bench_sys_name, NSYS, "system") : (1u << NSYS) - 1;
     for (char *d = strdup(fracs), *t = strtok(d, ","); t && bench_opt.nfracs < 16; t = strtok(NULL, ",")) {
         double f = atof(t);
@@ -227,6 +234,9 @@ int main(int argc, char **argv)
            bench_opt.quick ? "quick" : "full");
     printf("files in %s; kernel peer: %s; Linux %s, %ld CPUs\n", bench_opt.dir, bench_cg_label(), un.release,
            sysconf(_SC_NPROCESSORS_ONLN));
+    printf("upager's runs: %s\n", bench_opt.up_cgroup && bench_cg_version()
+                                      ? "in a memory cgroup of budget + budget/8"
+                                      : "unconstrained (no memory cgroup)");
     double t_start = bench_now();
 
     /* probe: upager's page size for this budget */
@@ -248,6 +258,13 @@ int main(int argc, char **argv)
     if (bench_opt.floor)
         for (int rep = 0; rep < bench_opt.reps; rep++)
             bench_run_child(WL_FLOOR, SYS_MALLOC, rep, -1, bench_opt.budget, bench_opt.data);
+    if (bench_opt.device)
+        for (int rep = 0; rep < bench_opt.reps; rep++) {
+            double t0 = bench_now();
+            struct run *ru = bench_run_child(WL_DEVICE, SYS_MALLOC, rep, -1, bench_opt.budget, bench_opt.data);
+            fprintf(stderr, "  [%6.1fs] device          run %d: %.2f s%s\n", bench_now() - t_start, rep + 1,
+                    bench_now() - t0, ru->status[0] ? " FAILED" : "");
+        }
 
     if (bench_opt.wl_mask & B(WL_FILE))
         bench_file_prepare();
@@ -299,16 +316,19 @@ int main(int argc, char **argv)
             bench_opt.reps, bench_cg_label());
     fprintf(tsv, "# kind\tworkload\tphase\tsystem\truns\tsec_median\tsec_min\tsec_max\tfaults\tmajor_faults\t"
                  "bytes_read\tbytes_written\tevictions\tpeak_rss\trss_at_start\tup_peak_resident\tpage_size\t"
-                 "budget\tdata\tops\tx_malloc\tx_kmmap\tfailed_runs\tnote\n");
+                 "budget\tdata\tops\tx_malloc\tx_kmmap\tfailed_runs\tnote\tcg_limit\tcg_peak\toom_kills\n");
     bench_print_table(tsv);
     fprintf(tsv, "# kind\tpage_size\tbare_us\tbare_min\tbare_max\tpread_us\tpread_min\tpread_max\tpread_fresh_us\n");
     bench_floor_summary(tsv);
+    fprintf(tsv, "# kind\tname\tsize\tmedian\tp99\tunit\n");
+    bench_device_summary(tsv);
     if (sw) {
         bench_sweep_summary(sw);
         fclose(sw);
     }
     fprintf(tsv, "# kind\tname\tvalue\ttarget\tverdict\n");
     bench_targets(tsv);
+    bench_targets13(tsv);
 
     /* problems seen */
     for (int i = 0; i < bench_nruns; i++) {

@@ -1,6 +1,7 @@
 /*
  * wl_random.c - the random-access workloads: rand (random reads over one
- * array), hotcold (a hot set between chunks of a cold scan), thr1 and thr2
+ * array), hotcold and hotcold2 (a hot set between chunks of a cold scan, from
+ * one thread or two), thr1 and thr2
  * (random reads on two arrays from one thread or two), and the sweep's
  * runs (a sequential and a random read at one budget).  Run in the child
  * by harness.c.
@@ -37,11 +38,44 @@ void bench_wl_rand(void)
     bench_mem_free(a, bench_data);
 }
 
-void bench_wl_hotcold(void)
+/* One thread's share of hotcold: words [h0, h1) of the hot array read
+ * between chunks of words [c0, c1) of the cold array, for `rounds` rounds. */
+struct hc_part {
+    const uint64_t *h, *c;
+    size_t h0, h1, c0, c1, chunk, rounds;
+    uint64_t sum, bad;
+};
+
+static void *hc_main(void *p)
+{
+    struct hc_part *t = p;
+    uint64_t s = 0, bad = 0;
+    size_t cpos = t->c0;
+    for (size_t r = 0; r < t->rounds; r++) {
+        /* the hot set: one word of each cache line, checked */
+        for (size_t i = t->h0; i < t->h1; i += 8) {
+            uint64_t v = t->h[i];
+            s += v;
+            bad += v != val(i);
+        }
+        size_t len = t->chunk < t->c1 - cpos ? t->chunk : t->c1 - cpos;
+        s += bench_scan_val(t->c + cpos, len, cpos, &bad);
+        cpos += len;
+        if (cpos == t->c1)
+            cpos = t->c0;
+    }
+    t->sum = s;
+    t->bad = bad;
+    return NULL;
+}
+
+/* hotcold on nthreads threads, each on its own share of both arrays, the
+ * same rounds: the same reads in all whatever the count. */
+static void run_hotcold(int nthreads)
 {
     size_t hot = bench_budget / 2, cold = bench_data;
     size_t hn = hot / 8, cn = cold / 8;
-    size_t chunk = bench_budget / 4 / 8; /* words of cold per round */
+    size_t chunk = bench_budget / 4 / 8; /* words of cold per round, in all */
     uint64_t *c = bench_mem_alloc(cold);
     uint64_t *h = c ? bench_mem_alloc(hot) : NULL;
     if (!h)
@@ -49,26 +83,40 @@ void bench_wl_hotcold(void)
     bench_fill_val(c, cn, 0);
     bench_fill_val(h, hn, 0);
     size_t rounds = 2 * ((cn + chunk - 1) / chunk);
-    uint64_t s = 0, bad = 0;
-    size_t cpos = 0;
+    struct hc_part t[2];
+    for (int i = 0; i < nthreads; i++) {
+        /* shares of the hot set in whole cache lines */
+        size_t hl = hn / 8;
+        t[i] = (struct hc_part){h, c, hl * (size_t)i / (size_t)nthreads * 8,
+                                hl * (size_t)(i + 1) / (size_t)nthreads * 8,
+                                cn * (size_t)i / (size_t)nthreads, cn * (size_t)(i + 1) / (size_t)nthreads,
+                                chunk / (size_t)nthreads, rounds, 0, 0};
+    }
     bench_ph_begin();
-    for (size_t r = 0; r < rounds; r++) {
-        /* the hot set: one word of each cache line, checked */
-        for (size_t i = 0; i < hn; i += 8) {
-            uint64_t v = h[i];
-            s += v;
-            bad += v != val(i);
-        }
-        size_t len = chunk < cn - cpos ? chunk : cn - cpos;
-        s += bench_scan_val(c + cpos, len, cpos, &bad);
-        cpos += len;
-        if (cpos == cn)
-            cpos = 0;
+    if (nthreads == 1) {
+        hc_main(&t[0]);
+    } else {
+        pthread_t th[2];
+        for (int i = 0; i < nthreads; i++)
+            if (pthread_create(&th[i], NULL, hc_main, &t[i]) != 0) {
+                bench_child_fail("pthread_create");
+                return;
+            }
+        for (int i = 0; i < nthreads; i++)
+            pthread_join(th[i], NULL);
+    }
+    uint64_t s = 0, bad = 0;
+    for (int i = 0; i < nthreads; i++) {
+        s += t[i].sum;
+        bad += t[i].bad;
     }
     bench_ph_end("mixed", rounds, s, bad);
     bench_mem_free(h, hot);
     bench_mem_free(c, cold);
 }
+
+void bench_wl_hotcold(void) { run_hotcold(1); }
+void bench_wl_hotcold2(void) { run_hotcold(2); }
 
 struct thr_arg {
     const uint64_t *a;

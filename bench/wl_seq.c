@@ -1,7 +1,8 @@
 /*
  * wl_seq.c - the sequential workloads: seq (write, then read, one array;
- * raw pread of the same bytes for comparison) and fit (data that fits in
- * the budget, after the first touch).  Run in the child by harness.c.
+ * raw pread of the same bytes for comparison), seq2 (the same from two
+ * threads, one per half) and fit (data that fits in the budget, after the
+ * first touch).  Run in the child by harness.c.
  *
  * Copyright (C) 2026 the upager authors.
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -73,6 +74,58 @@ void bench_wl_seq(void)
     bench_mem_free(a, bench_data);
 }
 
+/* seq2: one thread per half of the array, the same bytes as seq. */
+struct seq_part {
+    uint64_t *a;
+    size_t first, n;       /* words [first, first + n) */
+    bool write;
+    uint64_t sum, bad;
+};
+
+static void *seq_part_main(void *p)
+{
+    struct seq_part *t = p;
+    if (t->write)
+        bench_fill_val(t->a + t->first, t->n, t->first);
+    else
+        t->sum = bench_scan_val(t->a + t->first, t->n, t->first, &t->bad);
+    return NULL;
+}
+
+static int seq_parts(struct seq_part *t, bool write)
+{
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        t[i].write = write;
+        if (pthread_create(&th[i], NULL, seq_part_main, &t[i]) != 0) {
+            bench_child_fail("pthread_create");
+            while (i-- > 0)
+                pthread_join(th[i], NULL);
+            return -1;
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    return 0;
+}
+
+void bench_wl_seq2(void)
+{
+    size_t n = bench_data / 8, half = n / 2;
+    uint64_t *a = bench_mem_alloc(bench_data);
+    if (!a)
+        return;
+    struct seq_part t[2] = {{a, 0, half, true, 0, 0}, {a, half, n - half, true, 0, 0}};
+    bench_ph_begin();
+    if (seq_parts(t, true) != 0)
+        return;
+    bench_ph_end("write", bench_data, 0, 0);
+    bench_ph_begin();
+    if (seq_parts(t, false) != 0)
+        return;
+    bench_ph_end("read", bench_data, t[0].sum + t[1].sum, t[0].bad + t[1].bad);
+    bench_mem_free(a, bench_data);
+}
 
 void bench_wl_fit(void)
 {
