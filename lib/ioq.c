@@ -145,10 +145,10 @@ struct run {
     size_t page, n;
 };
 
-/* Collects up to `max` runs of cooled dirty pages, locked, from the frames
- * ahead of the hand.  Returns the runs found; *more is set when the scan
- * stopped at `max` before the end of its window. */
-static size_t collect(struct run *r, size_t max, bool *more)
+/* Collects up to `max` runs of marked pages, locked, looking at SCAN_MAX
+ * frames from clean_hand on.  Returns the runs found; *seen is set to the
+ * frames looked at. */
+static size_t collect(struct run *r, size_t max, size_t *seen)
 {
     struct upager__global *g = &upager__g;
     size_t found = 0, cap = upager__io_run_max();
@@ -185,7 +185,7 @@ static size_t collect(struct run *r, size_t max, bool *more)
         r[found++] = (struct run){pg, n};
     }
     clean_hand = f;
-    *more = found == max || scanned < span;
+    *seen = scanned ? scanned : 1;
     upager__unlock(&g->clock_lock);
     return found;
 }
@@ -212,14 +212,19 @@ static int write_runs(struct run *r, size_t nr)
     return first;
 }
 
-/* One pass of the cleaner.  Returns true when there may be more to do. */
+/* One pass of the cleaner: looks at every frame once at most, writes up
+ * to CLEAN_RUNS runs.  Returns true when there may be more to do. */
 static bool clean_some(void)
 {
     struct run r[CLEAN_RUNS];
-    bool more;
-    size_t nr = collect(r, CLEAN_RUNS, &more);
+    size_t nr = 0, looked = 0, span = upager__g.span;
+    while (nr == 0 && looked < span) {
+        size_t seen;
+        nr = collect(r, CLEAN_RUNS, &seen);
+        looked += seen;
+    }
     if (nr == 0)
-        return more;
+        return false;
     if (write_runs(r, nr)) {
         /* The store refuses: let the clock's own retries and the line
          * about it do their work, and look again in a while. */
@@ -227,7 +232,7 @@ static bool clean_some(void)
         nanosleep(&ts, NULL);
         return false;
     }
-    return true;
+    return nr == CLEAN_RUNS;
 }
 
 /* ---- the threads ---------------------------------------------------------- */
