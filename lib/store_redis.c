@@ -10,10 +10,10 @@
  *   caller (any thread, signal handler)        I/O thread (signals blocked)
  *   claim a FREE slot (CAS) -> FILLING
  *   fill op, buf, len, off; -> READY
- *   bump submit_seq, futex wake  ----------->  scan slots: READY -> BUSY
+ *   bump submit_seq, wake if asleep ------->  scan slots: READY -> BUSY
  *                                              pipeline GET/SET/UNLINK,
- *                                              copy replies into buf
- *   futex wait on the slot's state  <--------  result; -> DONE, futex wake
+ *                                              values read into buf
+ *   futex wait on the slot's state  <--------  result; -> DONE, wake if asleep
  *   read result; -> FREE; bump free_seq
  *
  * The callers use atomics and the futex system call only, and hold no lock
@@ -33,7 +33,16 @@
  * A cluster (redis-cluster://) is the same with one connection per master:
  * each key goes to the node that owns its hash slot (CLUSTER SLOTS), and a
  * MOVED or ASK reply refreshes that map and sends the request again (a
- * write up to five rounds, a read until its deadline).
+ * write up to five rounds, a read until its deadline).  MOVED names the
+ * slot's owner, which is used at once; ASK sends that one page to the node
+ * named, preceded by ASKING, for one try.  Writes to a master that has
+ * replicas in the slot map are followed by WAIT 1 (WAIT_MS): when no
+ * replica took them, they fail (EIO, the pages stay dirty and are written
+ * again later) rather than count, so a failover does not lose them.  With
+ * one server nothing waits: its persistence is the server's business.
+ *
+ * write_many (the pager's I/O thread) posts all its extents before waking
+ * the I/O thread: they go out in one round.
  *
  * Not here: the URL parsing (config.c); the choice of store (init.c).
  */
