@@ -10,10 +10,10 @@
  *   caller (any thread, signal handler)        I/O thread (signals blocked)
  *   claim a FREE slot (CAS) -> FILLING
  *   fill op, buf, len, off; -> READY
- *   bump submit_seq, futex wake  ----------->  scan slots: READY -> BUSY
+ *   bump submit_seq, wake if asleep ------->  scan slots: READY -> BUSY
  *                                              pipeline GET/SET/UNLINK,
- *                                              copy replies into buf
- *   futex wait on the slot's state  <--------  result; -> DONE, futex wake
+ *                                              values read into buf
+ *   futex wait on the slot's state  <--------  result; -> DONE, wake if asleep
  *   read result; -> FREE; bump free_seq
  *
  * The callers use atomics and the futex system call only, and hold no lock
@@ -33,20 +33,33 @@
  * A cluster (redis-cluster://) is the same with one connection per master:
  * each key goes to the node that owns its hash slot (CLUSTER SLOTS), and a
  * MOVED or ASK reply refreshes that map and sends the request again (a
- * write up to five rounds, a read until its deadline).
+ * write up to five rounds, a read until its deadline).  MOVED names the
+ * slot's owner, which is used at once; ASK sends that one page to the node
+ * named, preceded by ASKING, for one try.  Writes to a master that has
+ * replicas in the slot map are followed by WAIT 1 (WAIT_MS): when no
+ * replica took them, they fail (EIO, the pages stay dirty and are written
+ * again later) rather than count, so a failover does not lose them.  With
+ * one server nothing waits: its persistence is the server's business.
+ *
+ * write_many (the pager's I/O thread) posts all its extents before waking
+ * the I/O thread: they go out in one round.
  *
  * Not here: the URL parsing (config.c); the choice of store (init.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +76,16 @@
 #define MAX_NODES 16         /* servers: one, or the masters of a cluster */
 #define NO_NODE 0xff
 #define CLUSTER_SLOTS 16384
+/* Spinning before a futex sleep saves a wake-up only when the spinner
+ * has a core to itself: on 2 vCPUs shared with the server it lost (the
+ * spinner takes the CPU the server or the I/O thread needs; measured, see
+ * bench/RESULTS.md), so it is on only with 4 CPUs or more (not measured). */
+static int SPIN_US, IO_SPIN_US; /* a waiter, the I/O thread: spin this long */
+#define SPIN_US_MANY_CPUS 30
+#define SLEEPING 0x100u      /* slot state bit: its caller sleeps on it   */
+#define RBUF 65536           /* a node's buffer for reply lines           */
+#define MAX_ASK 8            /* ASK redirections a request keeps at once  */
+#define WAIT_MS 1000         /* a write waits this long for a replica     */
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_BUSY, SLOT_DONE };
 enum { OP_READ, OP_WRITE, OP_DISCARD, OP_CLEAN };
@@ -76,6 +99,9 @@ struct slot {
     int result;             /* 0 or an errno, valid in SLOT_DONE           */
     int64_t deadline_ms;    /* I/O thread: give up after this              */
     int tries;              /* I/O thread: rounds redirected (cluster)     */
+    int nask;               /* I/O thread: pages sent elsewhere by ASK     */
+    uint32_t ask_part[MAX_ASK]; /*   which pages                           */
+    uint8_t ask_node[MAX_ASK];  /*   and where, for the next round only    */
 };
 
 struct node {
@@ -84,6 +110,9 @@ struct node {
     redisContext *c;        /* NULL while not connected                   */
     int64_t next_connect_ms;/* backoff: no attempt before this            */
     int backoff_ms;
+    int nreplicas;          /* cluster: replicas in the slot map           */
+    char *rbuf;             /* replies received, not yet parsed (RBUF)     */
+    size_t rpos, rlen;      /* rbuf[rpos, rlen) is unparsed                */
 };
 
 static struct redis_store {
@@ -91,6 +120,7 @@ static struct redis_store {
     _Atomic uint32_t submit_seq;    /* bumped on submission; I/O thread waits */
     _Atomic uint32_t free_seq;      /* bumped when a slot comes free          */
     _Atomic uint32_t free_waiters;  /* callers waiting for a slot             */
+    _Atomic uint32_t io_sleeping;   /* the I/O thread sleeps on submit_seq    */
     _Atomic int open;               /* the store is up                        */
     _Atomic int closed;             /* cleaned up at exit: requests fail      */
     _Atomic int conn_fd[MAX_NODES]; /* the sockets, for a child of fork: -1   */
@@ -120,44 +150,94 @@ static int64_t now_ms(void)
 
 /* ---- the caller's side: async-signal-safe ----------------------------- */
 
-static int submit(int op, void *buf, size_t len, uint64_t off)
+static int64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t); /* the vDSO: no system call */
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* Wakes the I/O thread for the slots made READY, if it sleeps. */
+static void kick(void)
+{
+    atomic_fetch_add_explicit(&R.submit_seq, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&R.io_sleeping, memory_order_seq_cst))
+        upager__futex_wake(&R.submit_seq, 1);
+}
+
+/* A FREE slot, now FILLING; waits for one when all are taken.  Kicks the
+ * I/O thread before it waits: the caller may hold READY slots itself. */
+static struct slot *claim(void)
 {
     struct redis_store *r = &R;
-    struct slot *sl = NULL;
-    if (atomic_load_explicit(&r->closed, memory_order_acquire))
-        return EIO;
     for (;;) {
         uint32_t fseq = atomic_load_explicit(&r->free_seq, memory_order_acquire);
-        for (int i = 0; i < NSLOT && !sl; i++) {
+        for (int i = 0; i < NSLOT; i++) {
             uint32_t e = SLOT_FREE;
             if (atomic_compare_exchange_strong_explicit(&r->slot[i].state, &e, SLOT_FILLING,
                                                         memory_order_acquire,
                                                         memory_order_relaxed))
-                sl = &r->slot[i];
+                return &r->slot[i];
         }
-        if (sl)
-            break;
+        kick();
         atomic_fetch_add(&r->free_waiters, 1);
         upager__futex_wait(&r->free_seq, fseq);
         atomic_fetch_sub(&r->free_waiters, 1);
     }
+}
+
+/* Fills a claimed slot and hands it to the I/O thread (kick() wakes it). */
+static void post(struct slot *sl, int op, void *buf, size_t len, uint64_t off)
+{
     sl->op = op;
     sl->buf = buf;
     sl->len = len;
     sl->off = off;
     sl->result = EIO;
     atomic_store_explicit(&sl->state, SLOT_READY, memory_order_release);
-    atomic_fetch_add_explicit(&r->submit_seq, 1, memory_order_release);
-    upager__futex_wake(&r->submit_seq, 1);
-    uint32_t st;
-    while ((st = atomic_load_explicit(&sl->state, memory_order_acquire)) != SLOT_DONE)
+}
+
+/* Waits for a posted slot to be DONE: spins SPIN_US (the I/O thread
+ * answers within a round trip on loopback, and a futex sleep costs a
+ * wake-up on each side), then sleeps with SLEEPING set so that finish()
+ * knows to wake it.  Frees the slot; returns its result. */
+static int wait_done(struct slot *sl)
+{
+    struct redis_store *r = &R;
+    int64_t until = 0;
+    for (unsigned spins = 0;; spins++) {
+        uint32_t st = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (st == SLOT_DONE)
+            break;
+        if (!(st & SLEEPING)) {
+            if (spins % 64 != 63 || (until ? now_us() < until : (until = now_us() + SPIN_US))) {
+                upager__cpu_relax();
+                continue;
+            }
+            if (!atomic_compare_exchange_strong_explicit(&sl->state, &st, st | SLEEPING,
+                                                         memory_order_acq_rel,
+                                                         memory_order_acquire))
+                continue;
+            st |= SLEEPING;
+        }
         upager__futex_wait(&sl->state, st);
+    }
     int res = sl->result;
     atomic_store_explicit(&sl->state, SLOT_FREE, memory_order_release);
     atomic_fetch_add_explicit(&r->free_seq, 1, memory_order_release);
     if (atomic_load(&r->free_waiters))
         upager__futex_wake(&r->free_seq, INT_MAX);
     return res;
+}
+
+static int submit(int op, void *buf, size_t len, uint64_t off)
+{
+    if (atomic_load_explicit(&R.closed, memory_order_acquire))
+        return EIO;
+    struct slot *sl = claim();
+    post(sl, op, buf, len, off);
+    kick();
+    return wait_done(sl);
 }
 
 static int redis_read(struct upager__store *s, void *buf, size_t len, uint64_t off)
@@ -178,6 +258,35 @@ static int redis_write(struct upager__store *s, const void *buf, size_t len, uin
     if (off & (R.page_size - 1))
         return EINVAL;
     return submit(OP_WRITE, (void *)buf, len, off);
+}
+
+/* All extents posted before the I/O thread is woken, so that they go out
+ * in one round: pipelined on each node, the nodes of a cluster at once. */
+static int redis_write_many(struct upager__store *s, const struct upager__extent *v, size_t n,
+                            int *err)
+{
+    (void)s;
+    struct slot *sl[UPAGER__STORE_BATCH];
+    int first = 0;
+    if (n > UPAGER__STORE_BATCH)
+        n = UPAGER__STORE_BATCH; /* the interface's bound; never more */
+    bool closed = atomic_load_explicit(&R.closed, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        sl[i] = NULL;
+        err[i] = closed ? EIO : (v[i].off & (R.page_size - 1)) ? EINVAL : 0;
+        if (err[i] || v[i].len == 0)
+            continue;
+        sl[i] = claim();
+        post(sl[i], OP_WRITE, (void *)v[i].buf, v[i].len, v[i].off);
+    }
+    kick();
+    for (size_t i = 0; i < n; i++) {
+        if (sl[i])
+            err[i] = wait_done(sl[i]);
+        if (err[i] && !first)
+            first = err[i];
+    }
+    return first;
 }
 
 static int redis_discard(struct upager__store *s, uint64_t off, uint64_t len)
@@ -321,6 +430,12 @@ static int connect_node(int i, char *why, size_t whylen)
         return noauth ? EACCES : EIO;
     }
     freeReplyObject(rep);
+    if (!nd->rbuf && !(nd->rbuf = malloc(RBUF))) {
+        snprintf(why, whylen, "out of memory");
+        redisFree(c);
+        return ENOMEM;
+    }
+    nd->rpos = nd->rlen = 0;
     nd->c = c;
     atomic_store(&R.conn_fd[i], c->fd);
     return 0;
@@ -399,6 +514,7 @@ static int refresh_map(char *why, size_t whylen)
                 ok = false;
                 break;
             }
+            R.node[n].nreplicas = (int)e->elements - 3;
             long long lo = e->element[0]->integer, hi = e->element[1]->integer;
             for (long long s = lo; s <= hi && s < CLUSTER_SLOTS; s++)
                 if (s >= 0)
@@ -416,8 +532,18 @@ static int refresh_map(char *why, size_t whylen)
 static void finish(struct slot *sl, int result)
 {
     sl->result = result;
-    atomic_store_explicit(&sl->state, SLOT_DONE, memory_order_release);
-    upager__futex_wake(&sl->state, 1);
+    uint32_t old = atomic_exchange_explicit(&sl->state, SLOT_DONE, memory_order_acq_rel);
+    if (old & SLEEPING)
+        upager__futex_wake(&sl->state, 1);
+}
+
+/* The node an ASK redirection sent page `part` of sl to, or -1. */
+static int ask_node_of(const struct slot *sl, uint32_t part)
+{
+    for (int k = 0; k < sl->nask; k++)
+        if (sl->ask_part[k] == part)
+            return sl->ask_node[k];
+    return -1;
 }
 
 /* The keys of one request, one at a time: 1 and the key, its node and its
@@ -433,81 +559,485 @@ static int next_key(const struct slot *sl, uint64_t *it, char *key, size_t n, si
         if (sl->op == OP_DISCARD && !bit_get(first + i))
             continue; /* never written: no key */
         *klen = key_of(key, n, (first + i) << R.page_shift);
-        *node = node_of(key, *klen);
+        int a = sl->nask ? ask_node_of(sl, (uint32_t)i) : -1;
+        *node = a >= 0 ? a : node_of(key, *klen);
         *part = (uint32_t)i;
         return 1;
     }
     return 0;
 }
 
+/* ---- the wire: commands written and replies read without copies ------ *
+ *
+ * A round's commands are written with sendmsg straight from the callers'
+ * buffers (a SET's value is never copied), and a GET's value is read with
+ * recv straight into the caller's buffer; only the short lines go through
+ * the node's rbuf.  All nodes are served at once from one poll loop.
+ * hiredis keeps the connections and the commands outside a round
+ * (AUTH, CLUSTER SLOTS, SCAN): between rounds both readers are empty. */
+
+enum { K_DATA, K_ASKING, K_WAIT };
+
 /* The commands of a round: which request, which node, which page. */
 struct cmd {
-    uint8_t bi;     /* index in the batch   */
+    uint8_t bi;     /* index in the batch                      */
     uint8_t node;
-    uint32_t part;  /* page of the request  */
+    uint8_t kind;   /* K_*                                     */
+    uint32_t part;  /* page of the request                     */
+    uint32_t next;  /* the node's next command, or UINT32_MAX  */
 };
 static struct cmd *cmds;
 static size_t ncmds, capcmds;
 
-static bool push_cmd(size_t bi, int node, uint32_t part)
+/* A piece of output: bytes of a caller's buffer, or of hdr (p == NULL). */
+struct piece {
+    const char *p;
+    size_t off, len;
+};
+static struct piece *pieces;
+static size_t npieces, cappieces;
+static char *hdr;
+static size_t nhdr, caphdr;
+
+struct wire {               /* a node's share of the round            */
+    size_t first, count;    /* its pieces: a run of the per-node list  */
+    size_t sent_piece, sent_off;
+    uint32_t head, tail;    /* its commands, in the order sent; head:  */
+                            /*   the next one to be answered            */
+    uint32_t head0;         /* its first command                       */
+    bool lost;
+};
+static struct wire W[MAX_NODES];
+
+static bool grow(void **p, size_t *cap, size_t need, size_t size)
 {
-    if (ncmds == capcmds) {
-        size_t cap = capcmds ? capcmds * 2 : 1024;
-        struct cmd *m = realloc(cmds, cap * sizeof *m);
-        if (!m)
-            return false;
-        cmds = m;
-        capcmds = cap;
-    }
-    cmds[ncmds++] = (struct cmd){(uint8_t)bi, (uint8_t)node, part};
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need)
+        c *= 2;
+    void *m = realloc(*p, c * size);
+    if (!m)
+        return false;
+    *p = m;
+    *cap = c;
     return true;
 }
 
+static bool push_cmd(size_t bi, int node, int kind, uint32_t part)
+{
+    if (!grow((void **)&cmds, &capcmds, ncmds + 1, sizeof *cmds))
+        return false;
+    uint32_t k = (uint32_t)ncmds++;
+    cmds[k] = (struct cmd){(uint8_t)bi, (uint8_t)node, (uint8_t)kind, part, UINT32_MAX};
+    struct wire *w = &W[node];
+    if (w->head == UINT32_MAX)
+        w->head = k;
+    else
+        cmds[w->tail].next = k;
+    w->tail = k;
+    return true;
+}
+
+/* The round's pieces as they are made, each tagged with its node. */
+struct tagged {
+    uint8_t node;
+    struct piece pc;
+};
+static struct tagged *tags;
+static size_t ntags, captags;
+
+static bool push_piece(int node, const char *p, size_t off, size_t len)
+{
+    if (!grow((void **)&tags, &captags, ntags + 1, sizeof *tags))
+        return false;
+    tags[ntags++] = (struct tagged){(uint8_t)node, {p, off, len}};
+    return true;
+}
+
+/* Formats a command line into hdr, as a piece for node. */
+static bool push_text(int node, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool push_text(int node, const char *fmt, ...)
+{
+    if (!grow((void **)&hdr, &caphdr, nhdr + 400, 1))
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    int l = vsnprintf(hdr + nhdr, caphdr - nhdr, fmt, ap);
+    va_end(ap);
+    if (l < 0 || (size_t)l >= caphdr - nhdr)
+        return false;
+    bool ok = push_piece(node, NULL, nhdr, (size_t)l);
+    nhdr += (size_t)l;
+    return ok;
+}
+
+/* One command of the round for node: GET/SET/UNLINK of a key, ASKING, or
+ * WAIT for a replica. */
+static bool push_data(size_t bi, int node, uint32_t part, int op, const char *key, size_t kl,
+                      const char *val, size_t vl)
+{
+    if (!push_cmd(bi, node, K_DATA, part))
+        return false;
+    if (op == OP_READ)
+        return push_text(node, "*2\r\n$3\r\nGET\r\n$%zu\r\n%.*s\r\n", kl, (int)kl, key);
+    if (op == OP_DISCARD)
+        return push_text(node, "*2\r\n$6\r\nUNLINK\r\n$%zu\r\n%.*s\r\n", kl, (int)kl, key);
+    return push_text(node, "*3\r\n$3\r\nSET\r\n$%zu\r\n%.*s\r\n$%zu\r\n", kl, (int)kl, key,
+                     vl) &&
+           push_piece(node, val, 0, vl) && push_piece(node, "\r\n", 0, 2);
+}
+
+/* Orders the round's pieces by node (stable), for W[i].first/count. */
+static bool arrange_pieces(void)
+{
+    if (!grow((void **)&pieces, &cappieces, ntags ? ntags : 1, sizeof *pieces))
+        return false;
+    size_t at = 0;
+    for (int i = 0; i < R.nnodes; i++) {
+        W[i].first = at;
+        for (size_t k = 0; k < ntags; k++)
+            if (tags[k].node == i)
+                pieces[at++] = tags[k].pc;
+        W[i].count = at - W[i].first;
+    }
+    npieces = at;
+    return true;
+}
+
+/* Sends what node i's socket takes now.  0, or -1 when the connection broke. */
+static int send_some(int i)
+{
+    struct wire *w = &W[i];
+    while (w->sent_piece < w->count) {
+        struct iovec iov[64];
+        int n = 0;
+        for (size_t k = w->sent_piece; k < w->count && n < 64; k++, n++) {
+            const struct piece *pc = &pieces[w->first + k];
+            const char *b = pc->p ? pc->p : hdr + pc->off;
+            size_t skip = k == w->sent_piece ? w->sent_off : 0;
+            iov[n].iov_base = (void *)(b + skip);
+            iov[n].iov_len = pc->len - skip;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t s = sendmsg(R.node[i].c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (s < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+        size_t left = (size_t)s;
+        while (left) {
+            const struct piece *pc = &pieces[w->first + w->sent_piece];
+            size_t rest = pc->len - w->sent_off;
+            if (left < rest) {
+                w->sent_off += left;
+                left = 0;
+            } else {
+                left -= rest;
+                w->sent_piece++;
+                w->sent_off = 0;
+            }
+        }
+    }
+    return 0;
+}
+
+/* A reply of a round, parsed. */
+struct reply {
+    char type;          /* '+', '-', ':', '$' (a value), 'n' (nil) */
+    long long integer;  /* ':'                                     */
+    const char *str;    /* '+' and '-': the line, NUL-terminated   */
+};
+
+static int on_reply(struct slot **batch, int *res, const struct cmd *cm, const struct reply *rp);
+
+/* The reply being read on a node: its value's bytes go to dst. */
+struct rstate {
+    bool in_value;
+    char *dst;          /* the caller's buffer, or NULL: skipped     */
+    size_t want;        /* bytes still for dst                       */
+    size_t skip;        /* bytes to skip after them (excess, CRLF)   */
+    size_t zero;        /* bytes of dst to zero after (a short value) */
+};
+static struct rstate RS[MAX_NODES];
+
+/* The destination of a GET's value: the caller's buffer, page `part`. */
+static char *value_dst(const struct cmd *cm, struct slot **batch, size_t *room)
+{
+    struct slot *sl = batch[cm->bi];
+    if (cm->kind != K_DATA || sl->op != OP_READ) {
+        *room = 0;
+        return NULL;
+    }
+    size_t d = (size_t)cm->part * R.page_size;
+    *room = sl->len - d < R.page_size ? sl->len - d : R.page_size;
+    return sl->buf + d;
+}
+
+/* recv without waiting: bytes read, 0 when none are there yet, or -1
+ * (errno set) when the connection broke. */
+static ssize_t recv_now(int fd, void *buf, size_t len)
+{
+    ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (n == 0)
+        errno = ECONNRESET;
+    return n <= 0 ? -1 : n;
+}
+
+/* Reads and parses what node i has sent.  0, or -1 when the connection
+ * broke or the reply made no sense. */
+static int recv_some(int i, struct slot **batch, int *res)
+{
+    struct node *nd = &R.node[i];
+    struct wire *w = &W[i];
+    struct rstate *rs = &RS[i];
+    for (;;) {
+        if (w->head == UINT32_MAX) {
+            errno = EPROTO;
+            return nd->rpos == nd->rlen ? 0 : -1; /* a reply nobody asked for */
+        }
+        struct cmd *cm = &cmds[w->head];
+        if (rs->in_value) {
+            size_t have = nd->rlen - nd->rpos;
+            if (rs->want && have) { /* the part read with the line before */
+                size_t t = have < rs->want ? have : rs->want;
+                memcpy(rs->dst, nd->rbuf + nd->rpos, t);
+                rs->dst += t;
+                rs->want -= t;
+                nd->rpos += t;
+            } else if (rs->want) { /* straight into the caller's buffer */
+                ssize_t n = recv_now(nd->c->fd, rs->dst, rs->want);
+                if (n <= 0)
+                    return (int)n;
+                rs->dst += n;
+                rs->want -= (size_t)n;
+            } else if (rs->skip && have) {
+                size_t t = have < rs->skip ? have : rs->skip;
+                nd->rpos += t;
+                rs->skip -= t;
+            } else if (rs->skip) {
+                nd->rpos = nd->rlen = 0;
+                ssize_t n = recv_now(nd->c->fd, nd->rbuf, RBUF);
+                if (n <= 0)
+                    return (int)n;
+                nd->rlen = (size_t)n;
+            } else {
+                memset(rs->dst, 0, rs->zero);
+                rs->in_value = false;
+                struct reply rp = {'$', 0, NULL};
+                w->head = cm->next;
+                on_reply(batch, res, cm, &rp);
+            }
+            continue;
+        }
+        char *line = nd->rbuf + nd->rpos;
+        char *eol = memchr(line, '\n', nd->rlen - nd->rpos);
+        if (!eol) {
+            if (nd->rpos) {
+                memmove(nd->rbuf, line, nd->rlen - nd->rpos);
+                nd->rlen -= nd->rpos;
+                nd->rpos = 0;
+            }
+            if (nd->rlen == RBUF) {
+                errno = EPROTO;
+                return -1; /* a line longer than the buffer */
+            }
+            ssize_t n = recv_now(nd->c->fd, nd->rbuf + nd->rlen, RBUF - nd->rlen);
+            if (n <= 0)
+                return (int)n;
+            nd->rlen += (size_t)n;
+            continue;
+        }
+        nd->rpos = (size_t)(eol + 1 - nd->rbuf);
+        errno = EPROTO;
+        if (eol == line || eol[-1] != '\r')
+            return -1;
+        eol[-1] = '\0';
+        struct reply rp = {line[0], 0, line + 1};
+        switch (line[0]) {
+        case '+':
+        case '-':
+            break;
+        case ':':
+            rp.integer = strtoll(line + 1, NULL, 10);
+            break;
+        case '$': {
+            long long vl = strtoll(line + 1, NULL, 10);
+            if (vl < 0) {
+                rp.type = 'n';
+                break;
+            }
+            size_t room;
+            rs->dst = value_dst(cm, batch, &room);
+            rs->want = rs->dst ? ((size_t)vl < room ? (size_t)vl : room) : 0;
+            rs->skip = (size_t)vl - rs->want + 2;
+            rs->zero = rs->dst ? room - rs->want : 0;
+            rs->in_value = true;
+            continue;
+        }
+        default:
+            return -1; /* arrays and RESP3 are never asked for */
+        }
+        w->head = cm->next;
+        on_reply(batch, res, cm, &rp);
+    }
+}
+
 /* Outcomes of a request in a round, worst last. */
-enum { OUT_OK, OUT_AGAIN, OUT_MOVED, OUT_LOST, OUT_FAIL, OUT_GONE };
+enum { OUT_OK, OUT_AGAIN, OUT_ASK, OUT_MOVED, OUT_LOST, OUT_FAIL, OUT_GONE };
 
 static int worse(int a, int b)
 {
     return a > b ? a : b;
 }
 
-static bool is_redirect(const redisReply *rep)
+/* "MOVED 3999 127.0.0.1:6381" or "ASK ...": the node named (added to the
+ * table if new), or -1. */
+static int redirect_node(const char *msg)
 {
-    return strncmp(rep->str, "MOVED", 5) == 0 || strncmp(rep->str, "ASK", 3) == 0 ||
-           strncmp(rep->str, "TRYAGAIN", 8) == 0 || strncmp(rep->str, "CLUSTERDOWN", 11) == 0;
+    const char *sp = strrchr(msg, ' ');
+    const char *colon = strrchr(msg, ':');
+    if (!sp || !colon || colon < sp)
+        return -1;
+    char host[256];
+    size_t hl = (size_t)(colon - sp - 1);
+    if (hl == 0 || hl >= sizeof host)
+        return -1;
+    memcpy(host, sp + 1, hl);
+    host[hl] = '\0';
+    return find_node(host, atoi(colon + 1), true);
 }
 
-/* One reply for page `part` of request sl; returns its outcome. */
-static int take_reply(struct slot *sl, uint32_t part, redisReply *rep)
+/* One reply of a round; adds its outcome to res[cm->bi]. */
+static int on_reply(struct slot **batch, int *res, const struct cmd *cm, const struct reply *rp)
 {
-    size_t ps = R.page_size;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        if (R.cluster && is_redirect(rep))
-            return OUT_MOVED;
+    struct slot *sl = batch[cm->bi];
+    int *r = &res[cm->bi];
+    if (cm->kind == K_ASKING)
+        return 0; /* an error here shows in the command it precedes */
+    if (cm->kind == K_WAIT) {
+        if (rp->type == ':' && rp->integer >= 1)
+            return 0;
+        /* No replica took the writes in time: a failover could lose them.
+         * Fail every write of the round on this node; the map is read
+         * again (a replica that failed leaves it). */
+        io_say("no replica acknowledged a write, the pages stay in memory",
+               rp->type == '-' ? rp->str : R.node[cm->node].host);
+        R.map_stale = true;
+        for (uint32_t k = W[cm->node].head0; k != UINT32_MAX && &cmds[k] != cm; k = cmds[k].next)
+            if (batch[cmds[k].bi]->op == OP_WRITE)
+                res[cmds[k].bi] = worse(res[cmds[k].bi], OUT_FAIL);
+        return 0;
+    }
+    if (rp->type == '-') {
+        if (R.cluster && strncmp(rp->str, "ASK ", 4) == 0) {
+            int n = redirect_node(rp->str);
+            if (n >= 0 && sl->nask < MAX_ASK) {
+                sl->ask_part[sl->nask] = cm->part;
+                sl->ask_node[sl->nask++] = (uint8_t)n;
+                *r = worse(*r, OUT_ASK);
+            } else {
+                *r = worse(*r, OUT_MOVED);
+            }
+            return 0;
+        }
+        if (R.cluster && strncmp(rp->str, "MOVED ", 6) == 0) {
+            /* The slot's owner, from the node that knows: follow it at
+             * once (a map read elsewhere may not have seen the change). */
+            int n = redirect_node(rp->str);
+            long hs = strtol(rp->str + 6, NULL, 10);
+            if (n >= 0 && hs >= 0 && hs < CLUSTER_SLOTS) {
+                R.slot_node[hs] = (uint8_t)n;
+                *r = worse(*r, OUT_ASK); /* retried at once, the map kept */
+            } else {
+                *r = worse(*r, OUT_MOVED);
+            }
+            return 0;
+        }
+        if (R.cluster && (strncmp(rp->str, "TRYAGAIN", 8) == 0 ||
+                          strncmp(rp->str, "CLUSTERDOWN", 11) == 0)) {
+            *r = worse(*r, OUT_MOVED);
+            return 0;
+        }
         io_say(sl->op == OP_READ    ? "read failed"
                : sl->op == OP_WRITE ? "write refused, the page stays in memory"
                                     : "discard failed",
-               rep->str);
-        return sl->op == OP_READ ? OUT_AGAIN : OUT_FAIL; /* LOADING after a restart */
+               rp->str);
+        *r = worse(*r, sl->op == OP_READ ? OUT_AGAIN : OUT_FAIL); /* LOADING after a restart */
+        return 0;
     }
-    if (sl->op != OP_READ)
-        return OUT_OK;
-    size_t d = (size_t)part * ps, l = sl->len - d < ps ? sl->len - d : ps;
-    if (rep->type == REDIS_REPLY_STRING) {
-        size_t m = rep->len < l ? rep->len : l;
-        memcpy(sl->buf + d, rep->str, m);
-        memset(sl->buf + d + m, 0, l - m);
+    if (sl->op != OP_READ || rp->type == '$')
+        return 0;
+    size_t d = (size_t)cm->part * R.page_size;
+    size_t l = sl->len - d < R.page_size ? sl->len - d : R.page_size;
+    if (rp->type != 'n') {
+        *r = worse(*r, OUT_AGAIN); /* not a value: never zeros in its place */
     } else if (bit_get((sl->off + d) >> R.page_shift)) {
         /* Written, acknowledged, and gone: the server was flushed or
          * restarted without persistence.  Never zeros in its place. */
         io_say_now("a page written there is missing: was the server flushed, or "
                    "restarted without persistence?",
                    NULL);
-        return OUT_GONE;
+        *r = worse(*r, OUT_GONE);
     } else {
         memset(sl->buf + d, 0, l); /* never written: a page of zeros */
     }
-    return OUT_OK;
+    return 0;
+}
+
+/* Sends the round's pieces and reads every reply, on all nodes at once.
+ * A node that breaks, or says nothing for COMMAND_TIMEOUT_S, is marked
+ * lost with the commands it did not answer. */
+static void exchange(struct slot **batch, int *res)
+{
+    int64_t last = now_ms();
+    for (;;) {
+        struct pollfd pf[MAX_NODES];
+        int who[MAX_NODES], np = 0;
+        for (int i = 0; i < R.nnodes; i++) {
+            struct wire *w = &W[i];
+            if (w->lost || (w->head == UINT32_MAX && w->sent_piece == w->count))
+                continue;
+            short ev = 0;
+            if (w->sent_piece < w->count)
+                ev |= POLLOUT;
+            if (w->head != UINT32_MAX)
+                ev |= POLLIN;
+            pf[np] = (struct pollfd){R.node[i].c->fd, ev, 0};
+            who[np++] = i;
+        }
+        if (np == 0)
+            return;
+        int64_t t = now_ms();
+        int left = (int)(last + COMMAND_TIMEOUT_S * 1000 - t);
+        int k = left > 0 ? poll(pf, (nfds_t)np, left) : 0;
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) { /* silence: every node still owing is lost */
+            for (int j = 0; j < np; j++) {
+                W[who[j]].lost = true;
+                snprintf(R.node[who[j]].c->errstr, sizeof R.node[who[j]].c->errstr,
+                         "no reply in %d s", COMMAND_TIMEOUT_S);
+            }
+            return;
+        }
+        last = now_ms();
+        for (int j = 0; j < np; j++) {
+            int i = who[j];
+            if (!pf[j].revents)
+                continue;
+            int bad = 0;
+            if (pf[j].revents & (POLLOUT | POLLERR | POLLHUP))
+                bad = send_some(i);
+            if (!bad && (pf[j].revents & (POLLIN | POLLERR | POLLHUP)))
+                bad = recv_some(i, batch, res);
+            if (bad) {
+                W[i].lost = true;
+                snprintf(R.node[i].c->errstr, sizeof R.node[i].c->errstr, "%s",
+                         strerror(errno));
+            }
+        }
+    }
 }
 
 /* Removes every key of the prefix from every node that holds slots:
@@ -573,17 +1103,29 @@ static size_t take_ready(struct slot **batch, size_t n)
             batch[k++] = batch[i];
     int64_t t = now_ms();
     for (int i = 0; i < NSLOT; i++) {
-        uint32_t e = SLOT_READY;
-        if (atomic_compare_exchange_strong_explicit(&R.slot[i].state, &e, SLOT_BUSY,
-                                                    memory_order_acquire,
-                                                    memory_order_relaxed)) {
-            struct slot *sl = &R.slot[i];
-            sl->deadline_ms = sl->op == OP_READ ? t + READ_PATIENCE_S * 1000 : t;
-            sl->tries = 0;
-            batch[k++] = sl;
-        }
+        struct slot *sl = &R.slot[i];
+        uint32_t e = atomic_load_explicit(&sl->state, memory_order_relaxed);
+        if ((e & ~SLEEPING) != SLOT_READY ||
+            !atomic_compare_exchange_strong_explicit(&sl->state, &e,
+                                                     SLOT_BUSY | (e & SLEEPING),
+                                                     memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        sl->deadline_ms = sl->op == OP_READ ? t + READ_PATIENCE_S * 1000 : t;
+        sl->tries = 0;
+        sl->nask = 0;
+        batch[k++] = sl;
     }
     return k;
+}
+
+static bool any_ready(void)
+{
+    for (int i = 0; i < NSLOT; i++)
+        if ((atomic_load_explicit(&R.slot[i].state, memory_order_relaxed) & ~SLEEPING) ==
+            SLOT_READY)
+            return true;
+    return false;
 }
 
 /* Serves the batch until no slot is left, taking in the requests that
@@ -594,7 +1136,6 @@ static void serve(struct slot **batch, size_t n)
 {
     char key[320];
     while ((n = take_ready(batch, n)) != 0) {
-        int64_t t = now_ms();
         char why[600];
         if (R.cluster && R.map_stale && refresh_map(why, sizeof why) != 0)
             io_say("cannot read the cluster's slot map, retrying", why);
@@ -627,8 +1168,13 @@ static void serve(struct slot **batch, size_t n)
                 }
             }
         }
-        /* Send. */
-        ncmds = 0;
+        /* The round's commands, each node's in the order of the batch. */
+        ncmds = ntags = nhdr = 0;
+        for (int i = 0; i < MAX_NODES; i++) {
+            W[i] = (struct wire){.head = UINT32_MAX, .tail = UINT32_MAX};
+            RS[i].in_value = false;
+        }
+        bool wrote[MAX_NODES] = {false};
         for (size_t b = 0; b < n; b++) {
             struct slot *sl = batch[b];
             if (sl->op == OP_CLEAN || res[b] != OUT_OK)
@@ -638,61 +1184,73 @@ static void serve(struct slot **batch, size_t n)
             int node;
             uint32_t part;
             while (next_key(sl, &it, key, sizeof key, &kl, &node, &part)) {
-                redisContext *c = R.node[node].c;
-                if (!push_cmd(b, node, part)) {
-                    res[b] = OUT_FAIL;
+                size_t d = (size_t)part * R.page_size;
+                size_t l = sl->len - d < R.page_size ? sl->len - d : R.page_size;
+                bool ok = true;
+                if (sl->nask && ask_node_of(sl, part) >= 0)
+                    ok = push_cmd(b, node, K_ASKING, part) &&
+                         push_text(node, "*1\r\n$6\r\nASKING\r\n");
+                if (sl->op == OP_WRITE) {
+                    bit_set((sl->off + d) >> R.page_shift, true); /* before: a lost reply */
+                    wrote[node] = true;
+                }
+                if (!ok || !push_data(b, node, part, sl->op, key, kl, sl->buf + d, l)) {
+                    res[b] = OUT_FAIL; /* out of memory: its commands go out unanswered */
                     break;
                 }
-                if (sl->op == OP_READ) {
-                    redisAppendCommand(c, "GET %b", key, kl);
-                } else if (sl->op == OP_WRITE) {
-                    size_t d = (size_t)part * R.page_size;
-                    size_t l = sl->len - d < R.page_size ? sl->len - d : R.page_size;
-                    bit_set((sl->off + d) >> R.page_shift, true); /* before: a lost reply */
-                    redisAppendCommand(c, "SET %b %b", key, kl, sl->buf + d, l);
-                } else {
-                    redisAppendCommand(c, "UNLINK %b", key, kl);
-                }
             }
+            sl->nask = 0; /* an ASK holds for one try */
         }
-        /* Receive, in the order sent: each node's replies come in its order. */
-        bool lost[MAX_NODES] = {false};
-        for (size_t k = 0; k < ncmds; k++) {
-            struct cmd *cm = &cmds[k];
-            struct slot *sl = batch[cm->bi];
-            if (lost[cm->node]) {
-                res[cm->bi] = worse(res[cm->bi], OUT_LOST);
-                continue;
-            }
-            redisReply *rep = NULL;
-            if (redisGetReply(R.node[cm->node].c, (void **)&rep) != REDIS_OK || !rep) {
-                lost[cm->node] = true;
-                res[cm->bi] = worse(res[cm->bi], OUT_LOST);
-                continue;
-            }
-            res[cm->bi] = worse(res[cm->bi], take_reply(sl, cm->part, rep));
-            freeReplyObject(rep);
-        }
+        /* Writes to a master with replicas wait for one of them. */
         for (int i = 0; i < R.nnodes; i++)
-            if (lost[i])
-                drop_node(i, R.node[i].c->errstr[0] ? R.node[i].c->errstr : "no reply");
+            if (wrote[i] && R.node[i].nreplicas > 0) {
+                char ms[16];
+                int l = snprintf(ms, sizeof ms, "%d", WAIT_MS);
+                if (!push_cmd(0, i, K_WAIT, 0) ||
+                    !push_text(i, "*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$%d\r\n%s\r\n", l, ms))
+                    W[i].lost = true;
+            }
+        for (int i = 0; i < R.nnodes; i++)
+            W[i].head0 = W[i].head;
+        if (arrange_pieces())
+            exchange(batch, res);
+        else
+            for (int i = 0; i < R.nnodes; i++)
+                W[i].lost = W[i].head != UINT32_MAX;
+        /* What a lost node did not answer is lost too. */
+        for (int i = 0; i < R.nnodes; i++) {
+            if (!W[i].lost)
+                continue;
+            for (uint32_t k = W[i].head; k != UINT32_MAX; k = cmds[k].next)
+                if (cmds[k].kind != K_WAIT)
+                    res[cmds[k].bi] = worse(res[cmds[k].bi], OUT_LOST);
+                else /* the writes before it are not known to be replicated */
+                    for (uint32_t j = W[i].head0; j != k; j = cmds[j].next)
+                        if (batch[cmds[j].bi]->op == OP_WRITE)
+                            res[cmds[j].bi] = worse(res[cmds[j].bi], OUT_LOST);
+            drop_node(i, R.node[i].c && R.node[i].c->errstr[0] ? R.node[i].c->errstr
+                                                               : "no reply");
+        }
         /* Finish what is done; keep what may be tried again. */
         bool again = false;
-        t = now_ms();
+        int64_t t = now_ms();
         for (size_t b = 0; b < n; b++) {
             struct slot *sl = batch[b];
             if (sl->op == OP_CLEAN)
                 continue;
             int r = res[b];
             bool retry = false;
-            if (r == OUT_MOVED) {
-                R.map_stale = true;
+            if (r == OUT_ASK || r == OUT_MOVED) {
+                if (r == OUT_MOVED)
+                    R.map_stale = true;
                 retry = ++sl->tries < 5 || (sl->op == OP_READ && t < sl->deadline_ms);
             } else if (r == OUT_LOST || r == OUT_AGAIN) {
                 retry = sl->op == OP_READ && t < sl->deadline_ms;
             }
+            if (r != OUT_ASK)
+                sl->nask = 0;
             if (retry) {
-                again = true;
+                again = again || r != OUT_ASK;
                 continue;
             }
             if (r == OUT_OK && sl->op == OP_DISCARD) {
@@ -718,8 +1276,14 @@ static void serve(struct slot **batch, size_t n)
         }
         if (capcmds > 65536) { /* after a large discard */
             free(cmds);
+            free(tags);
+            free(pieces);
+            free(hdr);
             cmds = NULL;
-            capcmds = 0;
+            tags = NULL;
+            pieces = NULL;
+            hdr = NULL;
+            capcmds = captags = cappieces = caphdr = 0;
         }
         if (again) { /* a server coming back, a slot moving, LOADING */
             struct timespec ts = {0, 20 * 1000000L};
@@ -728,18 +1292,33 @@ static void serve(struct slot **batch, size_t n)
     }
 }
 
+/* Waits for work: spins IO_SPIN_US (a faulting program sends the next
+ * request soon after the last answer), then sleeps on submit_seq with
+ * io_sleeping set, so that kick() knows to wake it. */
 static void *io_thread(void *arg)
 {
     (void)arg;
     struct slot *batch[NSLOT];
     for (;;) {
-        uint32_t seq = atomic_load_explicit(&R.submit_seq, memory_order_acquire);
         size_t n = take_ready(batch, 0);
-        if (n == 0) {
-            upager__futex_wait(&R.submit_seq, seq);
+        if (n) {
+            serve(batch, n);
             continue;
         }
-        serve(batch, n);
+        int64_t until = now_us() + IO_SPIN_US;
+        bool work = false;
+        while (!work && now_us() < until) {
+            for (int k = 0; k < 32; k++)
+                upager__cpu_relax();
+            work = any_ready();
+        }
+        if (work)
+            continue;
+        uint32_t seq = atomic_load_explicit(&R.submit_seq, memory_order_seq_cst);
+        atomic_store_explicit(&R.io_sleeping, 1, memory_order_seq_cst);
+        if (!any_ready())
+            upager__futex_wait(&R.submit_seq, seq);
+        atomic_store_explicit(&R.io_sleeping, 0, memory_order_relaxed);
     }
     return NULL;
 }
@@ -779,6 +1358,7 @@ const struct upager__store_ops upager__store_redis_ops = {
     .discard = redis_discard,
     .sync = redis_sync,
     .close = redis_close,
+    .write_many = redis_write_many,
 };
 
 /* A server's maxmemory-policy: CONFIG GET, else INFO memory (services
@@ -831,6 +1411,7 @@ int upager__store_redis_open(struct upager__store *s, const struct upager__confi
     for (int i = 0; i < MAX_NODES; i++)
         r->conn_fd[i] = -1;
     r->pid = getpid();
+    SPIN_US = IO_SPIN_US = sysconf(_SC_NPROCESSORS_ONLN) >= 4 ? SPIN_US_MANY_CPUS : 0;
     r->cluster = cfg->redis_cluster;
     /* "host:port[,host:port...]" for a cluster, as config.c checked it */
     if (r->cluster) {

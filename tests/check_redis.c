@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +160,43 @@ static long long server_dbsize(void)
         freeReplyObject(r);
     redisFree(c);
     return n;
+}
+
+/* One command at a server on port: its reply (freeReplyObject it), or NULL. */
+static redisReply *cmd_at(int port, const char *fmt, ...)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    return r;
+}
+
+/* The store alone, through its table of functions, as the pager's I/O
+ * thread calls it. */
+enum { PS = 65536 };
+static void open_store(const char *url, struct upager__store *s)
+{
+    struct upager__config c;
+    memset(&c, 0, sizeof c);
+    ck_assert_int_eq(upager__config_set(&c, "store", url, NULL), 0);
+    ck_assert_int_eq(upager__store_redis_open(s, &c, "UPAGER_STORE", PS, (uint64_t)1 << 30), 0);
+    ck_assert_ptr_nonnull(s->ops->write_many);
+}
+
+static double elapsed_s(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
 static void use_server(const char *budget)
@@ -609,16 +647,111 @@ START_TEST(test_server_lost_pages)
 }
 END_TEST
 
+/* ---- batched writes --------------------------------------------------- */
+
+/* write_many: a batch in any order, an extent refused alone (EINVAL), the
+ * rest written; a run of pages read back in one read; a batch to a server
+ * that is gone fails extent by extent. */
+START_TEST(test_write_many)
+{
+    if (!have_redis())
+        return;
+    server_start(NULL);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv_port);
+    struct upager__store s;
+    open_store(url, &s);
+    enum { N = UPAGER__STORE_BATCH };
+    unsigned char *buf = malloc((size_t)N * PS), *back = malloc((size_t)N * PS);
+    ck_assert(buf && back);
+    tu_pattern_fill(buf, 0, (size_t)N * PS, 61);
+    struct upager__extent v[N];
+    int err[N];
+    for (int i = 0; i < N; i++) /* extent i holds page N-1-i */
+        v[i] = (struct upager__extent){buf + (size_t)i * PS, PS, (uint64_t)(N - 1 - i) * PS};
+    v[5].off += 1;
+    ck_assert_int_eq(s.ops->write_many(&s, v, N, err), EINVAL);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(err[i], i == 5 ? EINVAL : 0);
+    ck_assert_int_eq(server_dbsize(), N - 1);
+    ck_assert_int_eq(s.ops->read(&s, back, (size_t)N * PS, 0), 0);
+    for (int i = 0; i < N; i++) {
+        const unsigned char *got = back + (size_t)(N - 1 - i) * PS;
+        if (i == 5) /* never written: zeros */
+            ck_assert(got[0] == 0 && memcmp(got, got + 1, PS - 1) == 0);
+        else
+            ck_assert_msg(memcmp(got, buf + (size_t)i * PS, PS) == 0, "extent %d differs", i);
+    }
+    server_stop();
+    v[5].off -= 1;
+    ck_assert_int_eq(s.ops->write_many(&s, v, N, err), EIO);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(err[i], EIO);
+    free(buf);
+    free(back);
+}
+END_TEST
+
+/* ---- a slow server ------------------------------------------------------ */
+
+static void *stall_main(void *arg)
+{
+    (void)arg;
+    usleep(300000);
+    redisReply *r = cmd_at(srv_port, "DEBUG SLEEP 2");
+    ck_assert_msg(r && r->type == REDIS_REPLY_STATUS, "DEBUG SLEEP: %s",
+                  r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+    freeReplyObject(r);
+    return NULL;
+}
+
+/* The server stalls for two seconds mid-run: faults and write-backs wait
+ * and complete, nothing is lost, nothing fails. */
+START_TEST(test_slow_server)
+{
+    if (!have_redis())
+        return;
+    static const char *const opts[] = {"--enable-debug-command", "local", NULL};
+    server_start(opts);
+    use_server("2M");
+    tu_init();
+    size_t n = 8 * TU_MIB;
+    unsigned char *p = upager_malloc(n);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, n, 70);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, stall_main, NULL), 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double longest = 0, last = 0;
+    for (uint64_t k = 71; elapsed_s(&t0) < 3.5; k++) {
+        ck_assert_uint_eq(tu_pattern_check(p, 0, n, k - 1), (size_t)-1);
+        tu_pattern_fill(p, 0, n, k);
+        double t = elapsed_s(&t0);
+        if (t - last > longest)
+            longest = t - last;
+        last = t;
+    }
+    pthread_join(th, NULL);
+    ck_assert_msg(longest > 1.5, "the stall was not seen (longest pass %.2f s)", longest);
+    struct upager_stats st;
+    tu_stats(&st);
+    ck_assert_uint_eq(st.io_errors, 0);
+    ck_assert_uint_gt(st.major_faults, 0);
+}
+END_TEST
+
 /* ---- a cluster of three masters --------------------------------------- */
 
-static pid_t cl_pid[3], cl_owner;
-static int cl_port[3];
+#define CL_MAX 6
+static pid_t cl_pid[CL_MAX], cl_owner;
+static int cl_port[CL_MAX], cl_n;
 
 static void cluster_stop(void)
 {
     if (getpid() != cl_owner)
         return;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < CL_MAX; i++)
         if (cl_pid[i] > 0) {
             kill(cl_pid[i], SIGKILL);
             waitpid(cl_pid[i], NULL, 0);
@@ -679,17 +812,26 @@ static bool cluster_ok(int port)
     return ok;
 }
 
-static void cluster_start(void)
+/* Starts a cluster of three masters, each with `replicas` replicas (0 or
+ * 1), the given cluster-node-timeout, and waits until it is ok. */
+static void cluster_start_with(int replicas, int node_timeout_ms)
 {
     atexit(cluster_stop);
     cl_owner = getpid();
-    char dir[512];
+    cl_n = 3 * (1 + replicas);
+    char dir[512], timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", node_timeout_ms);
     snprintf(dir, sizeof dir, "%s/upager-cluster-XXXXXX", tu_tmpdir());
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    for (int i = 0; i < 3; i++) {
-        do
+    for (int i = 0; i < cl_n; i++) {
+        bool dup;
+        do {
             cl_port[i] = cluster_port();
-        while ((i > 0 && cl_port[i] == cl_port[0]) || (i > 1 && cl_port[i] == cl_port[1]));
+            dup = false;
+            for (int j = 0; j < i; j++)
+                dup = dup || cl_port[j] == cl_port[i] || cl_port[j] + 10000 == cl_port[i] ||
+                      cl_port[j] == cl_port[i] + 10000;
+        } while (dup);
         char port[16], conf[64], log[64];
         snprintf(port, sizeof port, "%d", cl_port[i]);
         snprintf(conf, sizeof conf, "nodes-%d.conf", cl_port[i]);
@@ -703,29 +845,40 @@ static void cluster_start(void)
             execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
                    "--cluster-enabled", "yes", "--cluster-config-file", conf, "--save", "",
                    "--appendonly", "no", "--daemonize", "no", "--dir", dir, "--logfile", log,
+                   "--cluster-node-timeout", timeout, "--cluster-replica-validity-factor", "0",
+                   "--enable-debug-command", "local",
                    (char *)NULL);
             _exit(127);
         }
         cl_pid[i] = pid;
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < cl_n; i++) {
         int k = 0;
         while (dbsize_at(cl_port[i]) < 0 && k++ < 500)
             usleep(10000);
         ck_assert_msg(k < 500, "cluster node %d did not start", cl_port[i]);
     }
-    char cmd[256];
-    snprintf(cmd, sizeof cmd,
-             "redis-cli --cluster create 127.0.0.1:%d 127.0.0.1:%d 127.0.0.1:%d "
-             "--cluster-replicas 0 --cluster-yes >/dev/null 2>&1",
-             cl_port[0], cl_port[1], cl_port[2]);
+    char cmd[512];
+    int l = snprintf(cmd, sizeof cmd, "redis-cli --cluster create");
+    for (int i = 0; i < cl_n; i++)
+        l += snprintf(cmd + l, sizeof cmd - (size_t)l, " 127.0.0.1:%d", cl_port[i]);
+    snprintf(cmd + l, sizeof cmd - (size_t)l,
+             " --cluster-replicas %d --cluster-yes >/dev/null 2>&1", replicas);
     ck_assert_msg(system(cmd) == 0, "redis-cli --cluster create failed");
     for (int k = 0; k < 1000; k++) {
-        if (cluster_ok(cl_port[0]) && cluster_ok(cl_port[1]) && cluster_ok(cl_port[2]))
+        bool ok = true;
+        for (int i = 0; i < cl_n && ok; i++)
+            ok = cluster_ok(cl_port[i]);
+        if (ok)
             return;
         usleep(10000);
     }
     ck_abort_msg("the cluster did not become ok");
+}
+
+static void cluster_start(void)
+{
+    cluster_start_with(0, 15000);
 }
 
 static long long cluster_keys(int *nodes_with_keys)
@@ -810,6 +963,94 @@ START_TEST(test_cluster)
 }
 END_TEST
 
+/* The node id of a cluster node. */
+static void node_id(int port, char *id, size_t n)
+{
+    redisReply *r = cmd_at(port, "CLUSTER MYID");
+    ck_assert_msg(r && r->type == REDIS_REPLY_STRING, "CLUSTER MYID at %d", port);
+    snprintf(id, n, "%s", r->str);
+    freeReplyObject(r);
+}
+
+/* A slot in migration: the store's page 0 moved to another master by
+ * MIGRATE while its slot is MIGRATING/IMPORTING.  The old owner answers
+ * ASK; the store must send ASKING before the command at the new one (a
+ * plain GET there is answered MOVED back).  Also: write_many over the
+ * three masters. */
+START_TEST(test_cluster_ask)
+{
+    if (!have_redis())
+        return;
+    cluster_start();
+    char url[64];
+    snprintf(url, sizeof url, "redis-cluster://127.0.0.1:%d", cl_port[0]);
+    struct upager__store s;
+    open_store(url, &s);
+    enum { N = UPAGER__STORE_BATCH };
+    unsigned char *buf = malloc((size_t)N * PS), *back = malloc((size_t)N * PS);
+    ck_assert(buf && back);
+    tu_pattern_fill(buf, 0, (size_t)N * PS, 90);
+    struct upager__extent v[N];
+    int err[N];
+    for (int i = 0; i < N; i++)
+        v[i] = (struct upager__extent){buf + (size_t)i * PS, PS, (uint64_t)i * PS};
+    ck_assert_int_eq(s.ops->write_many(&s, v, N, err), 0);
+    int nodes;
+    ck_assert_int_eq(cluster_keys(&nodes), N);
+    ck_assert_int_eq(nodes, 3);
+
+    char key[400];
+    snprintf(key, sizeof key, "%s:0", upager__store_redis_prefix());
+    redisReply *r = cmd_at(cl_port[0], "CLUSTER KEYSLOT %s", key);
+    ck_assert(r && r->type == REDIS_REPLY_INTEGER);
+    long long slot = r->integer;
+    freeReplyObject(r);
+    int src = -1;
+    for (int i = 0; i < 3 && src < 0; i++) {
+        r = cmd_at(cl_port[i], "EXISTS %s", key);
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+            src = i;
+        if (r)
+            freeReplyObject(r);
+    }
+    ck_assert_int_ge(src, 0);
+    int dst = (src + 1) % 3;
+    char src_id[64], dst_id[64];
+    node_id(cl_port[src], src_id, sizeof src_id);
+    node_id(cl_port[dst], dst_id, sizeof dst_id);
+    r = cmd_at(cl_port[dst], "CLUSTER SETSLOT %lld IMPORTING %s", slot, src_id);
+    ck_assert(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    r = cmd_at(cl_port[src], "CLUSTER SETSLOT %lld MIGRATING %s", slot, dst_id);
+    ck_assert(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    r = cmd_at(cl_port[src], "MIGRATE 127.0.0.1 %d %s 0 5000", cl_port[dst], key);
+    ck_assert_msg(r && r->type == REDIS_REPLY_STATUS, "MIGRATE: %s",
+                  r && r->str ? r->str : "no reply");
+    freeReplyObject(r);
+
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    memset(back, 0, PS);
+    ck_assert_int_eq(s.ops->read(&s, back, PS, 0), 0); /* ASK, then ASKING + GET */
+    ck_assert(memcmp(back, buf, PS) == 0);
+    ck_assert_int_eq(s.ops->read(&s, back, (size_t)N * PS, 0), 0); /* in a run */
+    ck_assert(memcmp(back, buf, (size_t)N * PS) == 0);
+    memset(buf, 0x5a, PS);
+    ck_assert_int_eq(s.ops->write(&s, buf, PS, 0), 0); /* ASK, then ASKING + SET */
+    ck_assert_int_eq(s.ops->read(&s, back, PS, 0), 0);
+    ck_assert(memcmp(back, buf, PS) == 0);
+    ck_assert_msg(elapsed_s(&t0) < 3, "redirections took %.1f s", elapsed_s(&t0));
+    for (int i = 0; i < 3; i++) { /* the slot is dst's: keys removed at exit */
+        r = cmd_at(cl_port[i], "CLUSTER SETSLOT %lld NODE %s", slot, dst_id);
+        if (r)
+            freeReplyObject(r);
+    }
+    free(buf);
+    free(back);
+}
+END_TEST
+
 Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -842,11 +1083,18 @@ Suite *redis_suite(void)
     tcase_add_test(tc, test_server_restart);
     tcase_add_test(tc, test_server_full);
     tcase_add_test(tc, test_server_lost_pages);
+    tcase_add_test(tc, test_slow_server);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("batched");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_write_many);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("cluster");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_cluster);
+    tcase_add_test(tc, test_cluster_ask);
     suite_add_tcase(s, tc);
     return s;
 }
