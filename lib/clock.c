@@ -234,8 +234,8 @@ static bool batch_add(struct batch *b, size_t page, size_t frame, bool clean_onl
  * pages, taken out of the frame table; b->n is 0 when two turns found
  * nothing (all pinned or busy).  Precondition: caller holds clock_lock.
  *
- * While the I/O threads run, a cooled page that is still dirty is passed
- * over (the cleaner is asked to write it) for up to DIRTY_SKIP of them:
+ * While the I/O threads run (and their writes succeed), a cooled page that
+ * is still dirty is passed over (the cleaner is asked to write it) for up to DIRTY_SKIP of them:
  * the fault then waits for no write-back.  Past that, the dirty victim is
  * taken and written here, so that a program that dirties pages faster than
  * the store takes them is slowed down to the store's speed. */
@@ -249,11 +249,14 @@ static void find_victims(struct batch *b)
     b->n = 0;
     b->err = 0;
     b->cool_failed = false;
-    size_t skipped = upager__ioq_running() ? 0 : DIRTY_SKIP;
+    size_t skipped = upager__ioq_cleaning() ? 0 : DIRTY_SKIP;
     size_t first_pg = FRAME_NONE, first_f = 0; /* the first dirty page passed over */
     for (size_t scanned = 0; span && scanned < 2 * span + 1; scanned++) {
         size_t f = g->hand, pg;
-        bool clean_only = skipped < DIRTY_SKIP;
+        /* Dirty pages are passed over in the first turn only: in a second
+         * one the hand meets pages it cooled itself a moment ago (hot
+         * ones, perhaps), which are no one's victims yet. */
+        bool clean_only = skipped < DIRTY_SKIP && scanned < span;
         if (!clean_only && first_pg != FRAME_NONE) {
             /* Enough dirty pages passed over: the oldest of them goes. */
             f = first_f;

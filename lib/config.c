@@ -20,7 +20,8 @@
 
 #include "internal.h"
 
-enum opt_kind { K_BUDGET, K_PAGE_SIZE, K_DIR, K_STORE, K_PASSWORD, K_ARENA, K_READAHEAD, K_BOOL };
+enum opt_kind { K_BUDGET, K_PAGE_SIZE, K_DIR, K_STORE, K_PASSWORD, K_ARENA, K_READAHEAD, K_DIRECT,
+                K_BOOL };
 
 struct opt {
     const char *name;     /* for upager_configure            */
@@ -44,8 +45,8 @@ static const struct opt opts[] = {
     {"arena", "UPAGER_ARENA", K_ARENA, 0, "expected a size such as 64G or 1T"},
     {"readahead", "UPAGER_READAHEAD", K_READAHEAD, 0,
      "expected a number of pages from 0 to 64, or auto"},
-    {"direct_io", "UPAGER_DIRECT_IO", K_BOOL, offsetof(struct upager__config, direct_io),
-     "expected 1 or 0 (or yes/no, on/off, true/false)"},
+    {"direct_io", "UPAGER_DIRECT_IO", K_DIRECT, 0,
+     "expected 1 or 0 (or yes/no, on/off, true/false), or auto"},
     {"stats", "UPAGER_STATS", K_BOOL, offsetof(struct upager__config, stats),
      "expected 1 or 0 (or yes/no, on/off, true/false)"},
     {"verbose", "UPAGER_VERBOSE", K_BOOL, offsetof(struct upager__config, verbose),
@@ -421,6 +422,16 @@ int upager__config_set(struct upager__config *cfg, const char *name, const char 
         return 0;
     case K_ARENA: err = parse_arena(cfg, value); break;
     case K_READAHEAD: err = parse_readahead(cfg, value); break;
+    case K_DIRECT: {
+        bool b = false;
+        err = 0;
+        if (strcasecmp(value, "auto") == 0) {
+            cfg->direct_io = -1;
+        } else if ((err = upager__parse_bool(value, &b)) == 0) {
+            cfg->direct_io = b;
+        }
+        break;
+    }
     case K_BOOL: err = upager__parse_bool(value, (bool *)((char *)cfg + o->field)); break;
     default: err = EINVAL; break;
     }

@@ -46,6 +46,7 @@ static void config_defaults(struct upager__config *c)
     memset(c, 0, sizeof *c);
     c->arena = UPAGER__DEFAULT_ARENA;
     c->readahead = -1;
+    c->direct_io = -1;
 }
 
 /* The lowest memory limit of the memory cgroups that hold the process,
@@ -227,12 +228,19 @@ static int open_store(struct upager__global *g)
         label = (t && *t) ? "TMPDIR" : "the default directory";
         snprintf(g->cfg.dir, sizeof g->cfg.dir, "%s", dir);
     }
-    int err = upager__store_tmp_open(&g->anon, dir, g->cfg.direct_io);
+    /* Automatic: O_DIRECT when the file system takes it.  The store's file
+     * is private, so its page cache would be a second copy of the frames,
+     * outside the budget (and in a memory cgroup, charged to it). */
+    int err = upager__store_tmp_open(&g->anon, dir, g->cfg.direct_io != 0);
+    if (err == EINVAL && g->cfg.direct_io < 0)
+        err = upager__store_tmp_open(&g->anon, dir, 0);
+    if (!err && g->cfg.direct_io < 0)
+        g->cfg.direct_io = g->anon.direct;
     if (err) {
         upager__say("%s=\"%s\": cannot create the store there (%s): expected an existing, "
                     "writable directory%s",
                     label, dir, strerror(err),
-                    g->cfg.direct_io ? " on a file system that supports O_DIRECT" : "");
+                    g->cfg.direct_io > 0 ? " on a file system that supports O_DIRECT" : "");
         return EINVAL;
     }
     return 0;

@@ -49,7 +49,8 @@ struct upager__config {
     char dir[4096];         /* "" : $TMPDIR, else /var/tmp                   */
     uint64_t arena;         /* bytes of address space to reserve            */
     int readahead;          /* pages; -1: automatic                          */
-    bool direct_io;
+    int direct_io;          /* 1, 0, or -1: automatic (O_DIRECT where the
+                               store's file system takes it)                */
     bool stats;
     bool verbose;
     /* UPAGER_STORE=redis://[[user]:password@]host[:port][/db][?prefix=P]
@@ -295,6 +296,7 @@ int upager__io_write_page(size_t page);
 int upager__ioq_start(void);
 void upager__ioq_after_fork(void);
 bool upager__ioq_running(void);
+bool upager__ioq_cleaning(void); /* running, and its write-backs succeed */
 void upager__ioq_clean(void); /* cooled dirty pages wait: write them back */
 bool upager__ioq_readahead(size_t page, size_t n, const void *owner); /* a hint */
 void upager__ioq_drain(void); /* tests: until the threads are idle (10 s at most) */

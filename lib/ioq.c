@@ -77,6 +77,7 @@ static _Atomic uint32_t event;        /* futex word: bumped on new work     */
 static _Atomic uint32_t sleepers;     /* threads asleep on event            */
 static _Atomic uint32_t clean_wanted; /* the clock asked for write-back     */
 static _Atomic int running;           /* the threads are up                 */
+static _Atomic int failing;           /* the cleaner's last write failed    */
 static _Atomic uint32_t working;      /* threads serving something now      */
 static size_t clean_hand;             /* where the cleaner looks next       */
 static pthread_t threads[UPAGER__IO_THREADS];
@@ -92,6 +93,12 @@ static void wake(void)
 bool upager__ioq_running(void)
 {
     return atomic_load_explicit(&running, memory_order_relaxed);
+}
+
+bool upager__ioq_cleaning(void)
+{
+    return atomic_load_explicit(&running, memory_order_relaxed) &&
+           !atomic_load_explicit(&failing, memory_order_relaxed);
 }
 
 void upager__ioq_clean(void)
@@ -226,12 +233,14 @@ static bool clean_some(void)
     if (nr == 0)
         return false;
     if (write_runs(r, nr)) {
-        /* The store refuses: let the clock's own retries and the line
-         * about it do their work, and look again in a while. */
-        struct timespec ts = {0, 50 * 1000 * 1000};
+        /* The store refuses: the clock writes its victims itself (it
+         * retries, and says so) until a write of the cleaner succeeds. */
+        atomic_store(&failing, 1);
+        struct timespec ts = {0, 1000 * 1000};
         nanosleep(&ts, NULL);
         return false;
     }
+    atomic_store(&failing, 0);
     return nr == CLEAN_RUNS;
 }
 
@@ -292,6 +301,7 @@ static void *io_thread(void *arg)
 
 int upager__ioq_start(void)
 {
+
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited by the threads */
@@ -321,6 +331,7 @@ void upager__ioq_after_fork(void)
     atomic_store(&sleepers, 0);
     atomic_store(&clean_wanted, 0);
     atomic_store(&running, 0);
+    atomic_store(&failing, 0);
     atomic_store(&working, 0);
     clean_hand = 0;
     nthreads = 0;

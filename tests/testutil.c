@@ -64,6 +64,11 @@ void tu_env(const char *budget, const char *page_size)
     for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
         tu_setenv(options[i], NULL);
     tu_setenv("UPAGER_DIR", dir);
+    /* The default store I/O (automatic: O_DIRECT where the file system
+     * takes it) unless UPAGER_TEST_DIRECT_IO asks for another. */
+    const char *direct = getenv("UPAGER_TEST_DIRECT_IO");
+    if (direct != NULL && *direct)
+        tu_setenv("UPAGER_DIRECT_IO", direct);
     if (budget != NULL)
         tu_setenv("UPAGER_BUDGET", budget);
     if (page_size != NULL)
