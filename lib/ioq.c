@@ -77,7 +77,7 @@ static _Atomic uint32_t event;        /* futex word: bumped on new work     */
 static _Atomic uint32_t sleepers;     /* threads asleep on event            */
 static _Atomic uint32_t clean_wanted; /* the clock asked for write-back     */
 static _Atomic int running;           /* the threads are up                 */
-static _Atomic int failing;           /* the cleaner's last write failed    */
+static _Atomic int64_t failed_at;     /* ms of the cleaner's last failure   */
 static _Atomic uint32_t working;      /* threads serving something now      */
 static size_t clean_hand;             /* where the cleaner looks next       */
 static pthread_t threads[UPAGER__IO_THREADS];
@@ -95,10 +95,21 @@ bool upager__ioq_running(void)
     return atomic_load_explicit(&running, memory_order_relaxed);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define FAIL_PAUSE_MS 100 /* after a failed write, the clock writes alone */
+
 bool upager__ioq_cleaning(void)
 {
-    return atomic_load_explicit(&running, memory_order_relaxed) &&
-           !atomic_load_explicit(&failing, memory_order_relaxed);
+    if (!atomic_load_explicit(&running, memory_order_relaxed))
+        return false;
+    int64_t t = atomic_load_explicit(&failed_at, memory_order_relaxed);
+    return t == 0 || now_ms() - t >= FAIL_PAUSE_MS;
 }
 
 void upager__ioq_clean(void)
@@ -235,12 +246,10 @@ static bool clean_some(void)
     if (write_runs(r, nr)) {
         /* The store refuses: the clock writes its victims itself (it
          * retries, and says so) until a write of the cleaner succeeds. */
-        atomic_store(&failing, 1);
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
+        atomic_store(&failed_at, now_ms());
         return false;
     }
-    atomic_store(&failing, 0);
+    atomic_store(&failed_at, 0);
     return nr == CLEAN_RUNS;
 }
 
@@ -331,7 +340,7 @@ void upager__ioq_after_fork(void)
     atomic_store(&sleepers, 0);
     atomic_store(&clean_wanted, 0);
     atomic_store(&running, 0);
-    atomic_store(&failing, 0);
+    atomic_store(&failed_at, 0);
     atomic_store(&working, 0);
     clean_hand = 0;
     nthreads = 0;

@@ -278,6 +278,7 @@ static const struct good_value good_values[] = {
     { "UPAGER_DIRECT_IO", "yes" },
     { "UPAGER_DIRECT_IO", "on" },
     { "UPAGER_DIRECT_IO", "true" },
+    { "UPAGER_DIRECT_IO", "auto" },
     { "UPAGER_STATS", "0" },
     { "UPAGER_STATS", "yes" },
     { "UPAGER_STATS", "off" },

@@ -52,6 +52,17 @@
 #define NO_MISMATCH ((size_t)-1)
 #define PS 4096 /* the page size of these cases */
 
+/* The environment of these cases: the smallest page, a tiny budget, and
+ * buffered store I/O (they test system calls and synchronization objects
+ * under eviction, not the device: direct I/O of 4K pages would only slow
+ * the pressure down), unless UPAGER_TEST_DIRECT_IO says otherwise. */
+static void kernel_env(const char *budget)
+{
+    tu_env(budget, "4096");
+    if (!getenv("UPAGER_TEST_DIRECT_IO"))
+        tu_setenv("UPAGER_DIRECT_IO", "0");
+}
+
 /* ---- a budget under pressure ----------------------------------------- */
 
 /* The smallest page and a budget of 16 of them; a streamer thread writes
@@ -232,7 +243,7 @@ static void *mc_worker(void *arg)
 START_TEST(test_sync_mutex_cond)
 {
     struct pressure pr;
-    tu_env("64K", "4096");
+    kernel_env("64K");
     struct mc *s = paged_zalloc(sizeof *s);
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
@@ -316,7 +327,7 @@ static void *rw_worker(void *arg)
 START_TEST(test_sync_rwlock)
 {
     struct pressure pr;
-    tu_env("64K", "4096");
+    kernel_env("64K");
     struct rw *s = paged_zalloc(sizeof *s);
     ck_assert_int_eq(pthread_rwlock_init(&s->l, NULL), 0);
     pressure_start(&pr, s, sizeof *s);
@@ -364,7 +375,7 @@ static void *bar_worker(void *arg)
 START_TEST(test_sync_barrier)
 {
     struct pressure pr;
-    tu_env("64K", "4096");
+    kernel_env("64K");
     struct bar *s = paged_zalloc(sizeof *s);
     ck_assert_int_eq(pthread_barrier_init(&s->b, NULL, NTHREADS), 0);
     pressure_start(&pr, s, sizeof *s);
@@ -430,7 +441,7 @@ static void *sem_worker(void *arg)
 START_TEST(test_sync_semaphore)
 {
     struct pressure pr;
-    tu_env("64K", "4096");
+    kernel_env("64K");
     struct sem *s = paged_zalloc(sizeof *s);
     ck_assert_int_eq(sem_init(&s->lock, 0, 1), 0);
     ck_assert_int_eq(sem_init(&s->items, 0, 0), 0);
@@ -507,7 +518,7 @@ static void *c11_worker(void *arg)
 START_TEST(test_sync_c11)
 {
     struct pressure pr;
-    tu_env("64K", "4096");
+    kernel_env("64K");
     struct c11 *s = paged_zalloc(sizeof *s);
     ck_assert_int_eq(mtx_init(&s->m, mtx_timed), thrd_success);
     ck_assert_int_eq(cnd_init(&s->c), thrd_success);
@@ -544,7 +555,7 @@ static void *cancel_waiter(void *arg)
 
 START_TEST(test_sync_cancel)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     struct mc *s = paged_zalloc(sizeof *s);
     ck_assert_int_eq(pthread_mutex_init(&s->m, NULL), 0);
     ck_assert_int_eq(pthread_cond_init(&s->c, NULL), 0);
@@ -609,7 +620,7 @@ static void assert_no_pins(void)
  * offsets that straddle pages, against the same calls into malloc memory. */
 START_TEST(test_io_file_reads)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     char *path = tu_make_file("kread", FILE_LEN, 11);
     int fu = open(path, O_RDONLY), fm = open(path, O_RDONLY);
     ck_assert_int_ge(fu, 0);
@@ -707,7 +718,7 @@ END_TEST
 /* write, pwrite, writev, pwritev, fwrite from evicted memory into files. */
 START_TEST(test_io_file_writes)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     char *path = tu_temp_path("kwrite");
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     ck_assert_int_ge(fd, 0);
@@ -763,7 +774,7 @@ END_TEST
  * short count and loses nothing. */
 START_TEST(test_io_larger_than_budget)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     const size_t len = 1 * TU_MIB;
     char *path = tu_temp_path("kbig");
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -836,7 +847,7 @@ static void *drainer(void *arg)
 
 START_TEST(test_io_blocking_write_and_datagram)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     const size_t len = 512 * TU_KIB;
     unsigned char *u = upager_malloc(len);
     ck_assert_ptr_nonnull(u);
@@ -887,7 +898,7 @@ END_TEST
  * rest in the pipe. */
 START_TEST(test_io_pipe)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     int p[2];
     ck_assert_int_eq(pipe(p), 0);
     const size_t len = 20000;
@@ -929,7 +940,7 @@ END_TEST
  * message all in evicted memory; against the same on malloc memory. */
 START_TEST(test_io_socket)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     const size_t len = 12000;
@@ -1055,7 +1066,7 @@ END_TEST
  * struct stat in evicted memory. */
 START_TEST(test_io_paths)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     char *path = tu_make_file("kpath", 5000, 61);
     char *pp = upager_malloc(3 * PS);
     char *pth = pp + PS - 5; /* straddles a page boundary */
@@ -1162,7 +1173,7 @@ END_TEST
  * are the C library's: nothing starts upager. */
 START_TEST(test_io_before_init)
 {
-    tu_env(NULL, "4096");
+    kernel_env(NULL);
     int p[2];
     char buf[8];
     ck_assert_int_eq(pipe(p), 0);
@@ -1200,7 +1211,7 @@ END_TEST
 
 START_TEST(test_io_errors_as_malloc)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     unsigned char *u = evicted(4 * PS, 1), *m = malloc(4 * PS);
     struct iovec *iu = upager_malloc(2 * sizeof *iu), im[2];
     iu[0] = (struct iovec){u + 1, 100};
@@ -1257,7 +1268,7 @@ static void *budget_reader(void *arg)
 
 START_TEST(test_io_budget_all_pinned)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     unsigned char *hog = upager_malloc(16 * PS);
     unsigned char *buf = evicted(PS, 0);
     pthread_mutex_t *m = upager_malloc(sizeof *m);
@@ -1300,7 +1311,7 @@ static void *blocked_reader(void *arg)
 
 START_TEST(test_io_cancel)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     unsigned char *buf = evicted(2 * PS, 0);
     int p[2];
     ck_assert_int_eq(pipe(p), 0);
@@ -1347,7 +1358,7 @@ int __openat_2(int dirfd, const char *path, int flags);
 
 START_TEST(test_io_fortify)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     char *path = tu_make_file("kfort", 20000, 71);
     char *pth = upager_malloc(3 * PS);
     unsigned char *u = upager_malloc(3 * PS);
@@ -1406,7 +1417,7 @@ END_TEST
 /* A request larger than the buffer the compiler saw still aborts. */
 START_TEST(test_io_fortify_overflow)
 {
-    tu_env("64K", "4096");
+    kernel_env("64K");
     unsigned char *u = evicted(PS, 0);
     int p[2];
     ck_assert_int_eq(pipe(p), 0);
@@ -1605,7 +1616,7 @@ out:
 
 START_TEST(test_sqlite_threads)
 {
-    tu_env("512K", "4096");
+    kernel_env("512K");
     struct sq_result *r = tu_shared_alloc(2 * sizeof *r);
     char *err = NULL;
     r[0].ok = 0; /* malloc */

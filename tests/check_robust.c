@@ -414,6 +414,101 @@ START_TEST(test_pin_read_error)
 }
 END_TEST
 
+/* Write-back in the background (ioq.c) fails: the I/O threads' writes are
+ * refused, and the pages they took stay dirty and resident -- nothing is
+ * lost; the failures count in io_errors.  Once the store recovers, the
+ * I/O threads write them after all, while the program does nothing but
+ * wait, and every page reads back from the store intact. */
+START_TEST(test_background_writeback_fails)
+{
+    const size_t len = 4 * TU_MIB; /* 64 pages, the budget is 16 */
+    struct upager_stats s0, s1, s2;
+    struct tu_capture cap;
+
+    start_wrapped("1M", 0);
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, 611);
+    upager__ioq_drain();
+    fs_reset_counts();
+    fs_fail_from(FS_WRITE, 1, EIO);
+    tu_capture_begin(&cap);
+    /* Rewrite every page, then read it all twice: the hand passes over the
+     * cooled dirty pages for the I/O threads, whose writes fail. */
+    tu_pattern_fill(p, 0, len, 612);
+    size_t bad = tu_pattern_check(p, 0, len, 612);
+    if (bad == NO_MISMATCH)
+        bad = tu_pattern_check(p, 0, len, 612);
+    upager__ioq_drain();
+    tu_stats(&s0);
+    free(tu_capture_end(&cap));
+    ck_assert_msg(bad == NO_MISMATCH, "data differs at %zu while write-backs fail", bad);
+    ck_assert_msg(fs_io_thread_failures(FS_WRITE) > 0,
+                  "no background write-back was tried (%llu writes, %llu from I/O threads)",
+                  (unsigned long long)fs_calls(FS_WRITE),
+                  (unsigned long long)fs_io_thread_calls(FS_WRITE));
+    ck_assert_uint_ge(s0.io_errors, fs_io_thread_failures(FS_WRITE));
+    ck_assert_uint_gt(s0.resident_bytes, s0.budget_bytes); /* kept, not dropped */
+
+    fs_pass(FS_WRITE);
+    uint64_t before = fs_io_thread_calls(FS_WRITE);
+    /* After a failure the clock writes its victims alone for a moment
+     * (ioq.c), then hands the dirty ones to the I/O threads again. */
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    /* Everything is resident (over the budget): new memory makes the
+     * clock evict again. */
+    unsigned char *q = upager_malloc(len);
+    ck_assert_ptr_nonnull(q);
+    tu_pattern_fill(q, 0, len, 613);
+    upager__ioq_drain();
+    ck_assert_msg(fs_io_thread_calls(FS_WRITE) > before,
+                  "the I/O threads wrote nothing once the store recovered");
+    tu_stats(&s1);
+    ck_assert_uint_le(s1.resident_bytes, s1.budget_bytes);
+    /* Everything pushed out and read back from the store. */
+    ck_assert_int_eq(upager_set_budget(8 * PS), 0);
+    ck_assert_uint_eq(tu_pattern_check(p, 0, len, 612), NO_MISMATCH);
+    tu_stats(&s2);
+    ck_assert_uint_ge(s2.major_faults - s1.major_faults, len / PS - 16);
+    ck_assert_uint_eq(tu_pattern_check(q, 0, len, 613), NO_MISMATCH);
+    upager_free(p);
+    upager_free(q);
+}
+END_TEST
+
+/* Read-ahead served by the I/O threads fails (the store refuses every
+ * read they make): harmless -- the program's own faults load the pages,
+ * no SIGBUS, everything intact, the failures counted. */
+START_TEST(test_async_readahead_fails)
+{
+    const size_t len = 8 * TU_MIB; /* 128 pages, the budget is 32 */
+    struct upager_stats s0, s1;
+    struct tu_capture cap;
+
+    start_wrapped("2M", 1);
+    unsigned char *p = evicted_block(len, 621);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_SEQUENTIAL), 0);
+    upager__ioq_drain();
+    fs_reset_counts();
+    tu_stats(&s0);
+    fs_fail_io_threads(FS_READ, EIO);
+    tu_capture_begin(&cap);
+    size_t bad = tu_pattern_check(p, 0, len, 621); /* a sequential scan */
+    upager__ioq_drain();
+    fs_fail_io_threads(FS_READ, 0);
+    free(tu_capture_end(&cap));
+    ck_assert_msg(bad == NO_MISMATCH, "data differs at %zu", bad);
+    ck_assert_msg(fs_io_thread_failures(FS_READ) > 0,
+                  "no read-ahead by the I/O threads was tried (%llu reads)",
+                  (unsigned long long)fs_calls(FS_READ));
+    tu_stats(&s1);
+    ck_assert_uint_ge(s1.io_errors - s0.io_errors, fs_io_thread_failures(FS_READ));
+    ck_assert_uint_le(s1.resident_bytes, s1.budget_bytes);
+    ck_assert_uint_eq(tu_pattern_check(p, 0, len, 621), NO_MISMATCH);
+}
+END_TEST
+
 /* A read-ahead run whose read fails because of a page the program did not
  * ask for: the faulting pages still load, no SIGBUS; once the store
  * recovers everything reads back intact.  (Page 6 is unreadable; pages 0
@@ -1316,6 +1411,7 @@ Suite *robust_suite(void)
     tc = tcase_create("write_errors");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_writeback_eio_keeps_pages);
+    tcase_add_test(tc, test_background_writeback_fails);
     tcase_add_test(tc, test_writeback_enospc_once);
     tcase_add_test(tc, test_writeback_every_third_eio);
     tcase_add_test(tc, test_writeback_torn);
@@ -1330,6 +1426,7 @@ Suite *robust_suite(void)
     tcase_add_test(tc, test_read_error_line);
     tcase_add_test(tc, test_pin_read_error);
     tcase_add_test(tc, test_readahead_read_error);
+    tcase_add_test(tc, test_async_readahead_fails);
     tcase_add_test(tc, test_willneed_read_error);
     suite_add_tcase(s, tc);
 

@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "faultstore.h"
 #include "internal.h"
@@ -36,6 +38,9 @@ struct rule {
 static struct wrapped stores[FS_MAX_STORES];
 static struct rule rules[FS_NOPS];
 static _Atomic uint64_t calls[FS_NOPS], failures[FS_NOPS];
+static _Atomic uint64_t io_thread_calls[FS_NOPS], io_thread_failures[FS_NOPS];
+static _Atomic pid_t test_tid; /* the thread that wrapped the anonymous store */
+static _Atomic int io_thread_err[FS_NOPS]; /* fail every call from other threads */
 
 static const struct upager__store_ops *orig_ops(struct upager__store *s)
 {
@@ -52,6 +57,16 @@ static int decide(enum fs_op op, uint64_t off, uint64_t len)
 {
     struct rule *r = &rules[op];
     atomic_fetch_add_explicit(&calls[op], 1, memory_order_relaxed);
+    bool io_thread = (pid_t)syscall(SYS_gettid) != atomic_load(&test_tid);
+    if (io_thread) {
+        atomic_fetch_add_explicit(&io_thread_calls[op], 1, memory_order_relaxed);
+        int e = atomic_load(&io_thread_err[op]);
+        if (e) {
+            atomic_fetch_add_explicit(&failures[op], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&io_thread_failures[op], 1, memory_order_relaxed);
+            return e;
+        }
+    }
     int mode = atomic_load_explicit(&r->mode, memory_order_acquire);
     if (mode == FS_PASS)
         return 0;
@@ -65,6 +80,8 @@ static int decide(enum fs_op op, uint64_t off, uint64_t len)
     if (!fail)
         return 0;
     atomic_fetch_add_explicit(&failures[op], 1, memory_order_relaxed);
+    if (io_thread)
+        atomic_fetch_add_explicit(&io_thread_failures[op], 1, memory_order_relaxed);
     return atomic_load_explicit(&r->err, memory_order_relaxed);
 }
 
@@ -157,6 +174,7 @@ size_t fs_wrap_anon(void)
 {
     if (upager_init() != 0)
         return 0;
+    atomic_store(&test_tid, (pid_t)syscall(SYS_gettid));
     int err = fs_wrap(&upager__g.anon);
     if (err && err != EBUSY)
         return 0;
@@ -211,10 +229,27 @@ uint64_t fs_failures(enum fs_op op)
     return atomic_load(&failures[op]);
 }
 
+void fs_fail_io_threads(enum fs_op op, int err)
+{
+    atomic_store(&io_thread_err[op], err);
+}
+
+uint64_t fs_io_thread_calls(enum fs_op op)
+{
+    return atomic_load(&io_thread_calls[op]);
+}
+
+uint64_t fs_io_thread_failures(enum fs_op op)
+{
+    return atomic_load(&io_thread_failures[op]);
+}
+
 void fs_reset_counts(void)
 {
     for (int i = 0; i < FS_NOPS; i++) {
         atomic_store(&calls[i], 0);
         atomic_store(&failures[i], 0);
+        atomic_store(&io_thread_calls[i], 0);
+        atomic_store(&io_thread_failures[i], 0);
     }
 }

@@ -77,6 +77,12 @@ static inline void fs_pass(enum fs_op op)
  * of them were made to fail. */
 uint64_t fs_calls(enum fs_op op);
 uint64_t fs_failures(enum fs_op op);
+/* The same, counting only calls from other threads than the one that
+ * wrapped the anonymous store: the library's I/O threads, in a test that
+ * runs one thread. */
+uint64_t fs_io_thread_calls(enum fs_op op);
+void fs_fail_io_threads(enum fs_op op, int err); /* 0: stop failing them */
+uint64_t fs_io_thread_failures(enum fs_op op);
 void fs_reset_counts(void);
 
 #endif /* UPAGER_FAULTSTORE_H */
