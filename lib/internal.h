@@ -32,11 +32,11 @@
 #define UPAGER__MIN_AUTO_PAGE ((size_t)64 << 10) /* smallest default page size  */
 #define UPAGER__MAX_PAGE ((size_t)2 << 20)       /* largest page size accepted  */
 #define UPAGER__DEFAULT_ARENA ((uint64_t)1 << 40) /* 1T of address space       */
-#define UPAGER__NBOUNCE 8                        /* I/O buffers, in page units  */
+#define UPAGER__NBOUNCE 4                        /* I/O buffers, in page units  */
 #define UPAGER__RA_AUTO_MAX 16                   /* automatic read-ahead, pages */
 #define UPAGER__RA_MAX 64                        /* largest UPAGER_READAHEAD    */
 #define UPAGER__NSHARD 8                         /* memfds behind the arena     */
-#define UPAGER__IO_THREADS 2                     /* background I/O threads      */
+#define UPAGER__IO_THREADS 3                     /* background I/O threads      */
 
 /* ------------------------------------------------------------------------
  * Options (config.c)

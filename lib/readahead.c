@@ -29,6 +29,8 @@
 static TLS size_t seq_lo, seq_hi;
 static TLS unsigned seq_window; /* read-ahead pages for this thread */
 
+#define RA_AHEAD UPAGER__IO_THREADS /* windows in flight: one per I/O thread */
+
 size_t upager__ra_window(size_t page)
 {
     struct upager__global *g = &upager__g;
@@ -69,9 +71,9 @@ void upager__ra_loaded(size_t page, size_t run, const void *owner)
     size_t w = async_window();
     if (w == 0)
         return;
-    upager__ioq_readahead(page + run, w, owner);
-    upager__ioq_readahead(page + run + w, w, owner);
-    seq_hi = page + run + 2 * w;
+    for (size_t k = 0; k < RA_AHEAD; k++)
+        upager__ioq_readahead(page + run + k * w, w, owner);
+    seq_hi = page + run + RA_AHEAD * w;
 }
 
 void upager__ra_hit(size_t page, const void *owner)
@@ -81,9 +83,9 @@ void upager__ra_hit(size_t page, const void *owner)
         return;
     if (seq_window == 0)
         seq_window = (unsigned)w; /* the run goes on in this thread */
-    upager__ioq_readahead(page + 2 * w, w, owner);
+    upager__ioq_readahead(page + RA_AHEAD * w, w, owner);
     seq_lo = page;
-    seq_hi = page + 3 * w;
+    seq_hi = page + (RA_AHEAD + 1) * w;
 }
 
 void upager__ra_evict_behind(size_t page)
