@@ -31,6 +31,12 @@
  *     page locks are only tried, never waited for, so no cycle can form.
  *  5. No I/O under clock_lock: the victim leaves the table, the lock is
  *     dropped, then the victim is written and its frame dropped.
+ *
+ * Write-back mostly happens before the hand comes back: a cooled dirty page
+ * the hand meets is passed over and marked (wb) for the I/O threads, which
+ * write it in the background (ioq.c); the hand evicts it at its next visit,
+ * clean.  Only when it has passed over DIRTY_SKIP of them, or gone round
+ * once, does the hand take the oldest dirty one and write it itself.
  *  6. Pinned pages (pins > 0) are never chosen.
  *
  * Resident pages are also what keeps the kernel's mapping count bounded:

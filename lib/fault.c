@@ -42,10 +42,14 @@
  *                                                                 (minor)
  *   STORED   take a frame, read the store into an I/O buffer, write it
  *            into the frame through the memfd while the page is still
- *            PROT_NONE, then open it (writable and dirty for a write); when
- *            the faults run sequentially the following pages come in the
- *            same read, write and mprotect (read-ahead)           (major)
- *   RESIDENT cooled: set PF_REF, restore the protection (dirty on a write)
+ *            PROT_NONE (io.c), then open it (writable and dirty for a
+ *            write); when the faults run sequentially the following pages
+ *            come in the same read, write and mprotect, and the windows
+ *            after them are asked of the I/O threads (readahead.c, ioq.c)
+ *                                                                 (major)
+ *   RESIDENT cooled: set PF_REF, restore the protection (dirty on a write);
+ *            a page read ahead by an I/O thread arrives cooled, and the
+ *            first page of its window asks for the next one
  *            readable and clean: a write sets PF_DIRTY and opens it
  *            PROT_READ|PROT_WRITE; on a read-only mapping a write is a
  *            genuine fault.  A read: another thread opened it meanwhile.
