@@ -36,7 +36,9 @@
  * write up to five rounds, a read until its deadline).  MOVED names the
  * slot's owner, which is used at once; ASK sends that one page to the node
  * named, preceded by ASKING, for one try.  Writes to a master that has
- * replicas in the slot map are followed by WAIT 1 (WAIT_MS): when no
+ * replicas (in the slot map, or in its ROLE when it was connected: the
+ * slot map of a fresh cluster leaves out replicas that hold no data yet)
+ * are followed by WAIT 1 (WAIT_MS): when no
  * replica took them, they fail (EIO, the pages stay dirty and are written
  * again later) rather than count, so a failover does not lose them.  With
  * one server nothing waits: its persistence is the server's business.
@@ -111,6 +113,7 @@ struct node {
     int64_t next_connect_ms;/* backoff: no attempt before this            */
     int backoff_ms;
     int nreplicas;          /* cluster: replicas in the slot map           */
+    int role_replicas;      /* cluster: replicas ROLE listed at connect     */
     char *rbuf;             /* replies received, not yet parsed (RBUF)     */
     size_t rpos, rlen;      /* rbuf[rpos, rlen) is unparsed                */
 };
@@ -430,6 +433,17 @@ static int connect_node(int i, char *why, size_t whylen)
         return noauth ? EACCES : EIO;
     }
     freeReplyObject(rep);
+    /* The replicas of a master: CLUSTER SLOTS leaves out a replica that
+     * has no data yet (a fresh cluster), so ask the master itself. */
+    nd->role_replicas = 0;
+    if (R.cluster && (rep = redisCommand(c, "ROLE")) != NULL) {
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
+            rep->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(rep->element[0]->str, "master") == 0 &&
+            rep->element[2]->type == REDIS_REPLY_ARRAY)
+            nd->role_replicas = (int)rep->element[2]->elements;
+        freeReplyObject(rep);
+    }
     if (!nd->rbuf && !(nd->rbuf = malloc(RBUF))) {
         snprintf(why, whylen, "out of memory");
         redisFree(c);
@@ -1203,7 +1217,7 @@ static void serve(struct slot **batch, size_t n)
         }
         /* Writes to a master with replicas wait for one of them. */
         for (int i = 0; i < R.nnodes; i++)
-            if (wrote[i] && R.node[i].nreplicas > 0) {
+            if (wrote[i] && (R.node[i].nreplicas > 0 || R.node[i].role_replicas > 0)) {
                 char ms[16];
                 int l = snprintf(ms, sizeof ms, "%d", WAIT_MS);
                 if (!push_cmd(0, i, K_WAIT, 0) ||

@@ -963,6 +963,91 @@ START_TEST(test_cluster)
 }
 END_TEST
 
+/* The role of a node ("master" or "slave") and, for a master, how many
+ * replicas are connected to it; for a replica, whether its link is up. */
+static bool node_ready(int port, bool *master)
+{
+    redisReply *r = cmd_at(port, "INFO replication");
+    bool ok = false;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        *master = strstr(r->str, "role:master") != NULL;
+        ok = *master ? strstr(r->str, "connected_slaves:1") != NULL
+                     : strstr(r->str, "master_link_status:up") != NULL;
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* A master of a cluster with replicas is killed in the middle of a run:
+ * its replica takes over, the store follows the new slot map, and nothing
+ * is lost -- every write was acknowledged by a replica too (WAIT), so the
+ * pages the killed master held are read back from the promoted one. */
+START_TEST(test_cluster_failover)
+{
+    if (!have_redis())
+        return;
+    cluster_start_with(1, 1000);
+    /* Every master with its replica in sync before the library reads the
+     * slot map (the replicas are what makes it wait for them). */
+    int masters[CL_MAX], nm = 0;
+    for (int k = 0; k < 1000; k++) {
+        bool all = true;
+        nm = 0;
+        for (int i = 0; i < cl_n; i++) {
+            bool m = false;
+            all = node_ready(cl_port[i], &m) && all;
+            if (m)
+                masters[nm++] = i;
+        }
+        if (all && nm == 3)
+            break;
+        usleep(10000);
+    }
+    ck_assert_int_eq(nm, 3);
+    char url[64];
+    snprintf(url, sizeof url, "redis-cluster://127.0.0.1:%d", cl_port[masters[1]]);
+    tu_env("2M", "64K");
+    tu_setenv("UPAGER_STORE", url);
+    tu_init();
+    size_t len = 16 * TU_MIB;
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    uint64_t seed = tu_seed(0xfa11);
+    tu_pattern_fill(p, 0, len, seed);
+    upager__ioq_drain();
+    int nodes;
+    ck_assert_int_gt(cluster_keys(&nodes), 0);
+    /* The writes waited for a replica. */
+    redisReply *r = cmd_at(cl_port[masters[0]], "INFO commandstats");
+    ck_assert_msg(r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cmdstat_wait:"),
+                  "no WAIT reached the master");
+    freeReplyObject(r);
+
+    /* The first master dies; its replica is promoted after the node
+     * timeout (1 s), and reads of its slots wait for that. */
+    int victim = masters[0];
+    kill(cl_pid[victim], SIGKILL);
+    waitpid(cl_pid[victim], NULL, 0);
+    cl_pid[victim] = 0;
+    struct tu_capture cap;
+    tu_capture_begin(&cap);
+    size_t bad = tu_pattern_check(p, 0, len, seed);
+    tu_pattern_fill(p, 0, len, seed + 1); /* and writes go on */
+    size_t bad2 = tu_pattern_check(p, 0, len, seed + 1);
+    char *out = tu_capture_end(&cap);
+    ck_assert_msg(bad == (size_t)-1, "data differs at %zu after the failover; stderr: %s", bad,
+                  out);
+    ck_assert_msg(bad2 == (size_t)-1, "data written after the failover differs at %zu; stderr: %s",
+                  bad2, out);
+    free(out);
+    struct upager_stats st;
+    tu_stats(&st);
+    ck_assert_uint_gt(st.major_faults, 0);
+    upager_free(p);
+}
+END_TEST
+
 /* The node id of a cluster node. */
 static void node_id(int port, char *id, size_t n)
 {
@@ -1095,6 +1180,7 @@ Suite *redis_suite(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_cluster);
     tcase_add_test(tc, test_cluster_ask);
+    tcase_add_test(tc, test_cluster_failover);
     suite_add_tcase(s, tc);
     return s;
 }
