@@ -14,8 +14,8 @@
  * owner) in a slot of a fixed ring (compare-and-swap on the slot's state,
  * then a futex wake): async-signal-safe, no allocation.  When the ring is
  * full the request is dropped: read-ahead is a hint.  Write-back needs no
- * request: the clock sets `clean_wanted` when it cools dirty pages or
- * meets a dirty victim, and a thread wakes and cleans.
+ * request: the clock sets `clean_wanted` when it passes over a dirty
+ * victim, and a thread wakes and cleans.
  *
  * Cleaning.  A cooled, dirty page is PROT_NONE: the program cannot change
  * it.  When the hand finds one cooled since its last visit -- a victim --
@@ -27,9 +27,11 @@
  * store that keeps pages apart).  A page written is clean and stays
  * resident; the hand evicts it at its next visit with a hole punch, no
  * write.  Only pages the hand chose are written: a hot page, referenced
- * again between two visits of the hand, is never written for nothing.  A write that
- * fails leaves the page dirty (nothing is lost: the clock retries, or
- * writes it itself) and pauses cleaning for a moment.  The clock still
+ * again between two visits of the hand, is not written for nothing (one
+ * the hand finds cooled, when it goes round in one eviction, may be).  A
+ * write that fails leaves the page dirty (nothing is lost) and the clock
+ * writes its victims itself for 100 ms, retrying them and saying so, before
+ * it passes dirty ones to the threads again.  The clock still
  * writes a dirty victim itself when it finds no clean one soon enough, so
  * a program that dirties memory faster than the store takes it is slowed,
  * never stopped.
