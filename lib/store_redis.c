@@ -36,9 +36,9 @@
  * write up to five rounds, a read until its deadline).  MOVED names the
  * slot's owner, which is used at once; ASK sends that one page to the node
  * named, preceded by ASKING, for one try.  Writes to a master that has
- * replicas (in the slot map, or in its ROLE when it was connected: the
- * slot map of a fresh cluster leaves out replicas that hold no data yet)
- * are followed by WAIT 1 (WAIT_MS): when no
+ * replicas (in the slot map, or in CLUSTER NODES, which also lists the
+ * replicas that are down or hold no data yet) are followed by WAIT 1
+ * (WAIT_MS): when no
  * replica took them, they fail (EIO, the pages stay dirty and are written
  * again later) rather than count, so a failover does not lose them.  With
  * one server nothing waits: its persistence is the server's business.
@@ -113,7 +113,7 @@ struct node {
     int64_t next_connect_ms;/* backoff: no attempt before this            */
     int backoff_ms;
     int nreplicas;          /* cluster: replicas in the slot map           */
-    int role_replicas;      /* cluster: replicas ROLE listed at connect     */
+    int role_replicas;      /* cluster: replicas CLUSTER NODES lists        */
     char *rbuf;             /* replies received, not yet parsed (RBUF)     */
     size_t rpos, rlen;      /* rbuf[rpos, rlen) is unparsed                */
 };
@@ -433,17 +433,6 @@ static int connect_node(int i, char *why, size_t whylen)
         return noauth ? EACCES : EIO;
     }
     freeReplyObject(rep);
-    /* The replicas of a master: CLUSTER SLOTS leaves out a replica that
-     * has no data yet (a fresh cluster), so ask the master itself. */
-    nd->role_replicas = 0;
-    if (R.cluster && (rep = redisCommand(c, "ROLE")) != NULL) {
-        if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
-            rep->element[0]->type == REDIS_REPLY_STRING &&
-            strcmp(rep->element[0]->str, "master") == 0 &&
-            rep->element[2]->type == REDIS_REPLY_ARRAY)
-            nd->role_replicas = (int)rep->element[2]->elements;
-        freeReplyObject(rep);
-    }
     if (!nd->rbuf && !(nd->rbuf = malloc(RBUF))) {
         snprintf(why, whylen, "out of memory");
         redisFree(c);
@@ -491,6 +480,60 @@ static int find_node(const char *host, int port, bool add)
     return R.nnodes++;
 }
 
+/* Cluster: the replicas each master is configured with, from CLUSTER
+ * NODES as node i sees it.  CLUSTER SLOTS lists only the replicas that
+ * are up and hold data (none in a fresh cluster); a replica that is down
+ * still counts here, so that writes wait for it (and fail, keeping the
+ * pages dirty, rather than count on a master alone).  Lines are
+ *   <id> <ip:port@cport[,host]> <flags> <master-id|-> ...  */
+static void count_replicas(int i)
+{
+    for (int n = 0; n < R.nnodes; n++)
+        R.node[n].role_replicas = 0;
+    redisReply *rep = redisCommand(R.node[i].c, "CLUSTER NODES");
+    if (!rep || rep->type != REDIS_REPLY_STRING) {
+        if (rep)
+            freeReplyObject(rep);
+        return;
+    }
+    enum { MAXN = 64 };
+    char ids[MAXN][41];
+    int node_of[MAXN], nids = 0;
+    /* Pass 1: masters, id -> node index. */
+    for (int pass = 0; pass < 2; pass++) {
+        const char *line = rep->str;
+        while (line && *line) {
+            const char *end = strchr(line, '\n');
+            char buf[512], id[64], addr[300], flags[200], master[64];
+            size_t l = end ? (size_t)(end - line) : strlen(line);
+            if (l >= sizeof buf)
+                l = sizeof buf - 1;
+            memcpy(buf, line, l);
+            buf[l] = '\0';
+            line = end ? end + 1 : NULL;
+            if (sscanf(buf, "%63s %299s %199s %63s", id, addr, flags, master) != 4)
+                continue;
+            if (pass == 0 && strstr(flags, "master") && nids < MAXN) {
+                char *at = strchr(addr, '@'), *colon = strrchr(addr, ':');
+                if (at)
+                    *at = '\0';
+                colon = strrchr(addr, ':');
+                if (!colon)
+                    continue;
+                *colon = '\0';
+                const char *host = addr[0] ? addr : R.node[i].host;
+                snprintf(ids[nids], sizeof ids[nids], "%.40s", id);
+                node_of[nids++] = find_node(host, atoi(colon + 1), false);
+            } else if (pass == 1 && strstr(flags, "slave")) {
+                for (int k = 0; k < nids; k++)
+                    if (strcmp(ids[k], master) == 0 && node_of[k] >= 0)
+                        R.node[node_of[k]].role_replicas++;
+            }
+        }
+    }
+    freeReplyObject(rep);
+}
+
 /* Cluster: reads the slot map (CLUSTER SLOTS) from the first node that
  * answers.  Returns 0, or EIO with a reason in why. */
 static int refresh_map(char *why, size_t whylen)
@@ -536,6 +579,7 @@ static int refresh_map(char *why, size_t whylen)
         }
         freeReplyObject(rep);
         if (ok) {
+            count_replicas(i);
             R.map_stale = false;
             return 0;
         }
