@@ -235,27 +235,94 @@ int upager__load_async(size_t page, size_t n)
 
 /* Gives an EMPTY page (locked by the caller) a frame: the memfd hole reads
  * as zeros, so there is nothing to load.  Opened readable, or writable and
- * dirty for a write. */
-static int open_empty(size_t page, bool write)
+ * dirty for a write.  When this thread's first writes run in order
+ * (readahead.c), up to n - 1 EMPTY pages that follow in the same
+ * allocation are opened writable and dirty with it, in one mprotect
+ * (write-ahead): a sequential writer then takes one fault per run, not per
+ * page.  Those take a frame only if one is free at once. */
+static int open_empty(size_t page, bool write, size_t n)
 {
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    uint32_t frames[RUN_MAX];
     size_t f;
     int err = upager__frame_get(page, &f, true);
     if (err)
         return err;
-    if ((err = open_run(page, 1, write))) {
-        upager__frame_put(f);
+    frames[0] = (uint32_t)f;
+    size_t run = 1;
+    if (n > RUN_MAX)
+        n = RUN_MAX;
+    while (write && run < n && page + run < g->npages) {
+        struct upager__page *q = PG(page + run);
+        if (!upager__page_trylock(page + run))
+            break;
+        if (q->state != PAGE_EMPTY || q->owner != p->owner || q->kind != p->kind ||
+            (q->flags & PF_RDONLY) || upager__frame_get(page + run, &f, false)) {
+            upager__unlock(&q->lock);
+            break;
+        }
+        frames[run++] = (uint32_t)f;
+    }
+    if ((err = write ? upager__protect(page, run, PROT_READ | PROT_WRITE)
+                     : open_run(page, 1, false))) {
+        if (write)
+            upager__protect(page, run, PROT_NONE);
+        for (size_t i = 0; i < run; i++)
+            upager__frame_put(frames[i]);
+        for (size_t i = 1; i < run; i++)
+            upager__unlock(&PG(page + i)->lock);
         return err;
     }
-    uint32_t f32 = (uint32_t)f;
-    set_resident(page, 1, &f32, write ? LOAD_WRITE : LOAD_READ);
+    set_resident(page, 1, frames, write ? LOAD_WRITE : LOAD_READ);
+    for (size_t i = 1; i < run; i++) {
+        set_resident(page + i, 1, &frames[i], LOAD_WRITE);
+        upager__unlock(&PG(page + i)->lock);
+    }
+    if (write)
+        upager__ra_written(page, run);
     return 0;
+}
+
+/* The program touched a page an I/O thread read ahead: the pages after it
+ * in its window, read ahead and untouched too, are opened with it in one
+ * mprotect -- a sequential reader would touch each of them next -- up to
+ * the mark of the next window, which must fault to ask for more.
+ * Precondition: the caller holds the lock of `page`, open now. */
+static void open_window(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    size_t run = 0, max = upager__io_run_max();
+    while (run < max && page + 1 + run < g->npages) {
+        struct upager__page *q = PG(page + 1 + run);
+        if ((q->flags & (PF_RA | PF_RAMARK)) != PF_RA || !upager__page_trylock(page + 1 + run))
+            break;
+        if (q->state != PAGE_RESIDENT || (q->flags & (PF_RA | PF_RAMARK | PF_REF | PF_DIRTY)) !=
+                PF_RA || q->pins || q->owner != p->owner) {
+            upager__unlock(&q->lock);
+            break;
+        }
+        run++;
+    }
+    if (run && upager__protect(page + 1, run, PROT_READ) == 0) {
+        for (size_t i = 1; i <= run; i++) {
+            struct upager__page *q = PG(page + i);
+            q->flags = (uint8_t)((q->flags & ~PF_RA) | PF_REF);
+            q->wb = 0;
+        }
+    } else if (run) {
+        upager__protect(page + 1, run, PROT_NONE); /* as they were: cooled */
+    }
+    for (size_t i = 1; i <= run; i++)
+        upager__unlock(&PG(page + i)->lock);
 }
 
 int upager__page_in_locked(size_t page, bool counted)
 {
     struct upager__global *g = &upager__g;
     if (PG(page)->state == PAGE_EMPTY)
-        return open_empty(page, false);
+        return open_empty(page, false, 1);
     int err = load_run(page, 1, LOAD_READ);
     if (!err && counted)
         atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
@@ -379,7 +446,7 @@ static int fault(void *addr, int acc)
 
     switch (p->state) {
     case PAGE_EMPTY:
-        err = open_empty(page, write);
+        err = open_empty(page, write, write ? upager__wa_window(page) : 1);
         break;
 
     case PAGE_STORED:
@@ -391,12 +458,15 @@ static int fault(void *addr, int acc)
         if (!(p->flags & PF_REF)) { /* cooled: referenced again */
             uint8_t old = p->flags;
             mark = (p->flags & PF_RAMARK) != 0; /* the program reached a window */
+            bool ahead = (p->flags & PF_RA) != 0;
             p->flags &= (uint8_t)~(PF_RA | PF_RAMARK);
             p->flags |= (uint8_t)(PF_REF | (write ? PF_DIRTY : 0));
             p->wb = 0; /* in use again: not for the cleaner */
             if ((err = upager__protect(page, 1, prot_of(p)))) {
                 p->flags = old;
                 upager__protect(page, 1, PROT_NONE);
+            } else if (ahead) {
+                open_window(page);
             }
             break;
         }

@@ -306,6 +306,8 @@ size_t upager__ra_window(size_t page); /* pages to load with a major fault */
 void upager__ra_loaded(size_t page, size_t run, const void *owner);
 void upager__ra_hit(size_t page, const void *owner); /* a window's mark touched */
 void upager__ra_evict_behind(size_t page);
+size_t upager__wa_window(size_t page); /* pages to open with a first write */
+void upager__ra_written(size_t page, size_t run);
 
 /* os.c: thin wrappers, each returning 0 or an errno */
 int upager__protect(size_t first, size_t n, int prot);

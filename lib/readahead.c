@@ -50,6 +50,31 @@ size_t upager__ra_window(size_t page)
     return 1 + n;
 }
 
+/* Write-ahead: first writes to EMPTY pages in order (a sequential writer
+ * filling fresh memory) open the pages after them too, the window doubling
+ * as for reads. */
+static TLS size_t wseq_next;
+static TLS unsigned wseq_window;
+
+size_t upager__wa_window(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    unsigned max = (unsigned)g->readahead;
+    if (max == 0 || (PG(page)->flags & PF_RANDOM) || page != wseq_next || !wseq_next)
+        wseq_window = 0;
+    else
+        wseq_window = wseq_window ? (wseq_window * 2 > max ? max : wseq_window * 2) : 1;
+    size_t n = wseq_window;
+    if (n > g->limit / 8)
+        n = g->limit / 8;
+    return 1 + n;
+}
+
+void upager__ra_written(size_t page, size_t run)
+{
+    wseq_next = page + run;
+}
+
 /* Pages in one asynchronous window: the full read-ahead, at most an
  * eighth of the budget (two are in flight), and no more than a buffer. */
 static size_t async_window(void)
