@@ -153,16 +153,17 @@ int upager__io_write_run(size_t page, size_t run, bool *ok)
     struct upager__store *s = upager__page_store(page, &off, &len);
     upager__page_store(page + run - 1, &off_last, &len_last);
     size_t total = (size_t)(off_last - off) + len_last;
+    for (size_t i = 0; i < run; i++)
+        ok[i] = false;
     char *b = upager__bounce_get();
-    int err = upager__frame_read(page, b, run);
-    int first = err;
+    int first = upager__frame_read(page, b, run);
     size_t written = 0, bytes = 0;
-    if (!err && run > 1 && s->ops->write_many) {
+    if (!first && run > 1 && s->ops->write_many) {
         /* One extent per page: a store that keeps pages apart (Redis)
          * pipelines them. */
         struct upager__extent v[UPAGER__STORE_BATCH];
         int e[UPAGER__STORE_BATCH];
-        size_t n = 0;
+        size_t at[UPAGER__STORE_BATCH], lens[UPAGER__STORE_BATCH], n = 0;
         for (size_t i = 0; i < run; i++) {
             uint64_t o;
             size_t l;
@@ -174,38 +175,28 @@ int upager__io_write_run(size_t page, size_t run, bool *ok)
             }
             v[n] = (struct upager__extent){b + i * ps, s->direct ? ps : l, o};
             e[n] = 0;
-            n++;
+            at[n] = i;
+            lens[n++] = l;
         }
-        err = n ? s->ops->write_many(s, v, n, e) : 0;
-        for (size_t i = 0, k = 0; i < run; i++) {
-            uint64_t o;
-            size_t l;
-            upager__page_store(page + i, &o, &l);
-            if (!l)
-                continue;
-            ok[i] = e[k] == 0;
-            if (ok[i]) {
+        if (n)
+            s->ops->write_many(s, v, n, e);
+        for (size_t k = 0; k < n; k++) {
+            if (e[k] == 0) {
+                ok[at[k]] = true;
                 written++;
-                bytes += l;
+                bytes += lens[k];
             } else if (!first) {
                 first = e[k];
             }
-            k++;
         }
-    } else if (!err) {
-        if (total)
-            err = s->ops->write(s, b, s->direct ? run * ps : total, off);
-        first = err;
-        for (size_t i = 0; i < run; i++)
-            ok[i] = !err;
-        if (!err) {
+    } else if (!first) {
+        first = total ? s->ops->write(s, b, s->direct ? run * ps : total, off) : 0;
+        if (!first) {
+            for (size_t i = 0; i < run; i++)
+                ok[i] = true;
             written = run;
             bytes = total;
         }
-    }
-    if (first) {
-        for (size_t i = 0; i < run && !written; i++)
-            ok[i] = false;
     }
     upager__bounce_put(b);
     if (first)
