@@ -379,6 +379,7 @@ int upager__pages_release(size_t first, size_t n, bool discard_store)
         p->kind = OWNER_NONE;
         p->pins = 0;
         p->wb = 0;
+        p->blocks = 0;
         p->owner = NULL;
         upager__unlock(&p->lock);
     }

@@ -39,6 +39,10 @@
  * once, does the hand take the oldest dirty one and write it itself.
  *  6. Pinned pages (pins > 0) are never chosen.
  *
+ * Once the budget has been full, an I/O thread runs the hand ahead of the
+ * faults, so that they find a free frame (background reclaim, below).  A
+ * page read in part (fault.c) is cooled and evicted like any other.
+ *
  * Resident pages are also what keeps the kernel's mapping count bounded:
  * every accessible page is at most two protection runs, and init.c chooses
  * the page size so that the budget in pages stays under a third of
@@ -62,6 +66,8 @@ static int prot_of(const struct upager__page *p)
     return (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ;
 }
 
+static bool reclaim_on; /* a fault had to evict: the budget is full (below) */
+
 int upager__clock_init(size_t limit)
 {
     struct upager__global *g = &upager__g;
@@ -82,6 +88,7 @@ int upager__clock_init(size_t limit)
     g->pinned = 0;
     g->peak = 0;
     g->span = 0;
+    reclaim_on = false;
     return 0;
 }
 
@@ -139,7 +146,10 @@ static int evict_page(size_t page)
     int err;
     if (p->flags & PF_REF) { /* stop the program's access first */
         if ((err = upager__protect(page, 1, PROT_NONE))) {
-            upager__protect(page, 1, prot_of(p));
+            /* Back as it was; a page read in part stays referenced with
+             * whatever blocks the failed call left open (fault.c). */
+            if (!p->blocks)
+                upager__protect(page, 1, prot_of(p));
             return err;
         }
         p->flags &= (uint8_t)~PF_REF;
@@ -155,6 +165,7 @@ static int evict_page(size_t page)
     p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
     p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY | PF_RA | PF_RAMARK);
     p->wb = 0;
+    p->blocks = 0;
     atomic_fetch_add_explicit(&g->st.evictions, 1, memory_order_relaxed);
     return 0;
 }
@@ -356,6 +367,7 @@ static size_t evict_batch(struct batch *b)
             p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
             p->flags &= (uint8_t) ~(PF_RA | PF_RAMARK);
             p->wb = 0;
+            p->blocks = 0;
         }
         if (err && !b->err)
             b->err = err;
@@ -413,6 +425,35 @@ static void say_all_pinned(void)
                          "upager_unpin (or a larger budget)", "", "");
 }
 
+/* Background reclaim.  A fault that finds no free frame evicts for itself,
+ * and its mprotect and hole punch (some 20 us, TLB shootdowns included)
+ * add to the wait for its read.  So once the budget has been full, an I/O
+ * thread keeps a reserve of limit/32 frames free ahead of the faults (the
+ * kernel's kswapd and its watermarks): asked when a fault leaves fewer
+ * than half the reserve, it runs the hand until the reserve is free
+ * again.  A program whose data fits the budget never evicts, so never
+ * starts it; small budgets (under 128 pages) have no reserve. */
+
+static size_t reserve_of(void)
+{
+    size_t r = upager__g.limit / 32;
+    return r < 4 ? 0 : r;
+}
+
+void upager__clock_reclaim(void)
+{
+    struct upager__global *g = &upager__g;
+    upager__lock(&g->clock_lock);
+    size_t r = reserve_of();
+    for (unsigned i = 0; r && i < 64 && g->used + r > g->limit; i++) {
+        int err;
+        if (evict_some(&err) <= 0)
+            break;
+        r = reserve_of();
+    }
+    upager__unlock(&g->clock_lock);
+}
+
 int upager__frame_get(size_t page, size_t *frame, bool wait)
 {
     struct upager__global *g = &upager__g;
@@ -421,9 +462,13 @@ int upager__frame_get(size_t page, size_t *frame, bool wait)
     for (;;) {
         if (g->used < g->limit && g->nfree) {
             *frame = take_slot(page);
+            bool low = reclaim_on && g->used + reserve_of() / 2 > g->limit;
             upager__unlock(&g->clock_lock);
+            if (low)
+                upager__ioq_reclaim();
             return 0;
         }
+        reclaim_on = reserve_of() && upager__ioq_running();
         int err;
         long done = evict_some(&err);
         if (done > 0)

@@ -47,7 +47,12 @@
  *            come in the same read, write and mprotect, and the windows
  *            after them are asked of the I/O threads (readahead.c, ioq.c)
  *                                                                 (major)
- *   RESIDENT cooled: set PF_REF, restore the protection (dirty on a write);
+ *            a read that is not part of a sequential run reads only the
+ *            block it touches (4K): the page is resident "in part" (below)
+ *   RESIDENT in part (p->blocks): a block it has is opened, one it
+ *            lacks is read, or the whole page is read (a write, a scan,
+ *            a third block): see "pages read in part" below
+ *            cooled: set PF_REF, restore the protection (dirty on a write);
  *            a page read ahead by an I/O thread arrives cooled, and the
  *            first page of its window asks for the next one
  *            readable and clean: a write sets PF_DIRTY and opens it
@@ -145,6 +150,7 @@ static void set_resident(size_t page, size_t run, const uint32_t *frames, int mo
         q->frame = frames[i];
         q->flags = f;
         q->wb = 0;
+        q->blocks = 0;
     }
 }
 
@@ -226,6 +232,141 @@ static int load_run(size_t page, size_t n, int mode)
     else
         upager__ra_loaded(page, run, p->owner);
     return 0;
+}
+
+/* ---- pages read in part --------------------------------------------- */
+
+/* A random read should not move a whole page: the budget and
+ * vm.max_map_count set the page size (64K or more), and a read of 8 bytes
+ * would bring in all of it.  So a read fault on a STORED page that does not
+ * continue a sequential run reads only the block it touches (4K, or 1/32
+ * of a larger page), from a store that serves reads of part of a page (a
+ * file; Redis keeps whole pages): one block is read, written into the
+ * frame and opened, the rest of the page stays PROT_NONE.  p->blocks
+ * records which blocks hold the store's contents.
+ *
+ * A page read in part is never dirty.  A later fault on it:
+ *   - at a block it has: that block's run of blocks is opened again;
+ *   - at a block it lacks: that block is read, unless the page already has
+ *     PART_MAX blocks or a neighbour of this one (a scan), and then
+ *   - a write, or any of the above: the whole page is read into the frame
+ *     (the blocks it has are rewritten with the same bytes, so readers of
+ *     them see no change) and it becomes an ordinary page.
+ * At most one run of blocks of a page is open at a time (opening another
+ * closes the page first), so a page read in part costs the kernel at most
+ * three mappings, against two for a whole page: the cap on resident pages
+ * (init.c) keeps pages at a third of vm.max_map_count, and three mappings
+ * each stay within half of it.  The clock cools and evicts such a page as
+ * any other: PROT_NONE over the whole page, the frame punched.
+ *
+ * The kernel reading such a page (a system call) gets EFAULT at a block
+ * that is not open, as at any page that is not; upager_pin and the
+ * interposed calls read the whole page first. */
+#define PART_MAX 2 /* blocks read one by one; the next miss reads the page */
+
+static unsigned block_of(size_t page, const void *addr)
+{
+    return (unsigned)(((const char *)addr - PAGE_ADDR(page)) >> upager__g.block_shift);
+}
+
+static bool reads_part(size_t page)
+{
+    uint64_t off;
+    size_t len;
+    return upager__g.nblocks > 1 && !(PG(page)->flags & PF_SEQ) &&
+           upager__page_store(page, &off, &len)->partial;
+}
+
+/* Opens the run of blocks `page` has around block b, readable; closes the
+ * rest of the page first when a run may be open.  Precondition: page
+ * locked, RESIDENT, read in part, with block b. */
+static int open_blocks(size_t page, unsigned b)
+{
+    struct upager__page *p = PG(page);
+    unsigned lo = b, hi = b + 1;
+    while (lo > 0 && ((p->blocks >> (lo - 1)) & 1))
+        lo--;
+    while (hi < upager__g.nblocks && ((p->blocks >> hi) & 1))
+        hi++;
+    int err = 0;
+    if (p->flags & PF_REF)
+        err = upager__protect(page, 1, PROT_NONE);
+    if (!err)
+        err = upager__protect_blocks(page, lo, hi - lo, PROT_READ);
+    if (err) { /* closed again: nothing open that the flags do not say */
+        if (upager__protect(page, 1, PROT_NONE) == 0)
+            p->flags &= (uint8_t)~PF_REF;
+        return err;
+    }
+    p->flags = (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF);
+    p->wb = 0;
+    return 0;
+}
+
+/* Reads block b of a STORED page (locked) into its frame and opens it. */
+static int load_block(size_t page, unsigned b)
+{
+    struct upager__page *p = PG(page);
+    size_t f;
+    int err = upager__frame_get(page, &f, true);
+    if (err)
+        return err;
+    uint32_t frame = (uint32_t)f;
+    if (!(err = upager__io_read_block(page, b)) &&
+        (err = upager__protect_blocks(page, b, 1, PROT_READ)))
+        upager__protect(page, 1, PROT_NONE);
+    if (err) {
+        upager__frames_drop(page, 1);
+        upager__frame_put(frame);
+        return err;
+    }
+    set_resident(page, 1, &frame, LOAD_READ);
+    p->blocks = 1u << b;
+    return 0;
+}
+
+/* Reads the whole of a page read in part (locked) into its frame, and
+ * opens it: writable and dirty for a write.  On a failed read it stays
+ * as it was; on a failed mprotect it is whole, clean and cooled. */
+static int complete_page(size_t page, bool write)
+{
+    struct upager__page *p = PG(page);
+    int err = upager__io_read_run(page, 1);
+    if (err)
+        return err;
+    p->blocks = 0;
+    p->flags = (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF | (write ? PF_DIRTY : 0));
+    p->wb = 0;
+    if ((err = upager__protect(page, 1, prot_of(p)))) {
+        p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY);
+        upager__protect(page, 1, PROT_NONE);
+    }
+    return err;
+}
+
+/* A fault at block b of a page read in part (locked).  *major is set when
+ * the store was read. */
+static int fault_part(size_t page, unsigned b, bool write, bool *major)
+{
+    struct upager__page *p = PG(page);
+    uint32_t bit = 1u << b;
+    bool scan = (b > 0 && (p->blocks & (bit >> 1))) ||
+                (b + 1 < upager__g.nblocks && (p->blocks & (bit << 1)));
+    if (write || (!(p->blocks & bit) && (scan || __builtin_popcount(p->blocks) >= PART_MAX))) {
+        *major = true;
+        int err = complete_page(page, write);
+        if (!err)
+            upager__ra_loaded(page, 1, p->owner);
+        return err;
+    }
+    if (!(p->blocks & bit)) {
+        int err = upager__io_read_block(page, b);
+        if (err)
+            return err;
+        *major = true;
+        p->blocks |= bit;
+    }
+    return open_blocks(page, b);
 }
 
 int upager__load_async(size_t page, size_t n)
@@ -323,7 +464,8 @@ int upager__page_in_locked(size_t page, bool counted)
     struct upager__global *g = &upager__g;
     if (PG(page)->state == PAGE_EMPTY)
         return open_empty(page, false, 1);
-    int err = load_run(page, 1, LOAD_READ);
+    int err = PG(page)->state == PAGE_RESIDENT ? complete_page(page, false)
+                                               : load_run(page, 1, LOAD_READ);
     if (!err && counted)
         atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
     return err;
@@ -449,12 +591,40 @@ static int fault(void *addr, int acc)
         err = open_empty(page, write, write ? upager__wa_window(page) : 1);
         break;
 
-    case PAGE_STORED:
-        err = load_run(page, upager__ra_window(page), write ? LOAD_WRITE : LOAD_READ);
+    case PAGE_STORED: {
+        size_t n = upager__ra_window(page);
+        if (n == 1 && !write && reads_part(page)) {
+            if (!(err = load_block(page, block_of(page, addr))))
+                upager__ra_loaded(page, 1, p->owner);
+        } else {
+            err = load_run(page, n, write ? LOAD_WRITE : LOAD_READ);
+        }
         major = true;
         break;
+    }
 
     case PAGE_RESIDENT:
+        if (p->blocks) { /* read in part */
+            unsigned b = block_of(page, addr);
+            if (acc == ACCESS_UNKNOWN && (p->flags & PF_REF) && ((p->blocks >> b) & 1)) {
+                if (!(retry_addr == addr && retry_gen == p->gen)) {
+                    /* A read of a block not open, or a write: open it
+                     * and see (the retry rule). */
+                    err = open_blocks(page, b);
+                    retry_addr = addr;
+                    retry_gen = p->gen;
+                    upager__unlock(&p->lock);
+                    if (err)
+                        raise_sigbus(addr, err);
+                    return 1;
+                }
+                if (p->flags & PF_RDONLY)
+                    goto read_only;
+                write = true;
+            }
+            err = fault_part(page, b, write, &major);
+            break;
+        }
         if (!(p->flags & PF_REF)) { /* cooled: referenced again */
             uint8_t old = p->flags;
             mark = (p->flags & PF_RAMARK) != 0; /* the program reached a window */

@@ -210,6 +210,9 @@ static int choose_geometry(struct upager__global *g)
     }
     g->page_size = ps;
     g->page_shift = log2_size(ps);
+    size_t blk = ps / UPAGER__MAX_BLOCKS < sys ? sys : ps / UPAGER__MAX_BLOCKS;
+    g->block_shift = log2_size(blk < ps ? blk : ps);
+    g->nblocks = (unsigned)(ps >> g->block_shift);
     g->nframes = max_frames;
     c->budget = budget;
     return 0;

@@ -30,6 +30,7 @@
 #include "upager.h"
 
 #define UPAGER__MIN_AUTO_PAGE ((size_t)64 << 10) /* smallest default page size  */
+#define UPAGER__MAX_BLOCKS 32 /* blocks of a page read in part (page->blocks)    */
 #define UPAGER__MAX_PAGE ((size_t)2 << 20)       /* largest page size accepted  */
 #define UPAGER__DEFAULT_ARENA ((uint64_t)1 << 40) /* 1T of address space       */
 #define UPAGER__NBOUNCE 4                        /* I/O buffers, in page units  */
@@ -140,6 +141,9 @@ struct upager__page {
     uint32_t pins;       /* upager_pin nesting count; pinned pages stay      */
     uint32_t frame;      /* frame index while PAGE_RESIDENT                  */
     uint32_t gen;        /* protection generation: new at every mprotect     */
+    uint32_t blocks;     /* RESIDENT and read in part (fault.c): the blocks
+                            whose store contents are in the frame; 0: the
+                            whole page.  Such a page is never dirty.         */
     void *owner;         /* struct slab / large / mapping of alloc.c, map.c  */
 };
 
@@ -187,6 +191,8 @@ struct upager__global {
     /* arena */
     size_t page_size;
     unsigned page_shift;
+    unsigned block_shift;         /* blocks of a page read in part (fault.c) */
+    unsigned nblocks;             /* blocks per page; 1: pages read whole   */
     char *base;                   /* first arena byte                       */
     size_t npages;                /* arena pages                            */
     int memfd[UPAGER__NSHARD];    /* the frames; the arena maps them        */
@@ -265,6 +271,7 @@ void upager__clock_signal(void);          /* a frame or a pin came free */
 void upager__frame_put(size_t frame);     /* caller holds the page's lock */
 int upager__evict_locked(size_t page);    /* caller holds the page's lock */
 int upager__clock_shrink(size_t limit);   /* evict down to limit pages    */
+void upager__clock_reclaim(void); /* an I/O thread: free the reserve of frames */
 int upager__writeback_locked(size_t page);/* write a dirty page, keep it  */
 
 /* fault.c */
@@ -286,6 +293,8 @@ struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len
 /* Store -> frames of pages [page, page+run), all of one store, run <=
  * io_run_max.  Counts bytes_read, or io_errors. */
 int upager__io_read_run(size_t page, size_t run);
+/* Store -> frame of `page`, block `blk` only (a random read, fault.c). */
+int upager__io_read_block(size_t page, unsigned blk);
 /* Frames -> store; ok[i] says which pages were written (all or none,
  * except with a store's write_many).  Counts writebacks and bytes_written;
  * a failure counts in io_errors and is said on stderr (at most every 10 s). */
@@ -298,6 +307,7 @@ void upager__ioq_after_fork(void);
 bool upager__ioq_running(void);
 bool upager__ioq_cleaning(void); /* running, and its write-backs succeed */
 void upager__ioq_clean(void); /* cooled dirty pages wait: write them back */
+void upager__ioq_reclaim(void); /* free frames run low: evict ahead (clock.c) */
 bool upager__ioq_readahead(size_t page, size_t n, const void *owner); /* a hint */
 void upager__ioq_drain(void); /* tests: until the threads are idle (10 s at most) */
 
@@ -312,9 +322,12 @@ void upager__ra_written(size_t page, size_t run);
 /* os.c: thin wrappers, each returning 0 or an errno */
 int upager__protect(size_t first, size_t n, int prot);
 int upager__protect_free(size_t first, size_t n); /* PROT_NONE, for release */
+/* Blocks [blk, blk+n) of `page` only (a page read in part, fault.c). */
+int upager__protect_blocks(size_t page, unsigned blk, unsigned n, int prot);
 int upager__frames_drop(size_t first, size_t n);            /* punch memfd */
 int upager__frame_fill(size_t page, const void *buf, size_t npages); /* memfd write */
 int upager__frame_read(size_t page, void *buf, size_t npages); /* memfd read */
+int upager__frame_fill_at(size_t page, size_t at, const void *buf, size_t len);
 int upager__read_file(const char *path, char *buf, size_t len);
 
 /* map.c */

@@ -109,6 +109,31 @@ int upager__io_read_run(size_t page, size_t run)
     return err;
 }
 
+int upager__io_read_block(size_t page, unsigned blk)
+{
+    struct upager__global *g = &upager__g;
+    size_t bs = (size_t)1 << g->block_shift, at = (size_t)blk << g->block_shift;
+    uint64_t off;
+    size_t len;
+    struct upager__store *s = upager__page_store(page, &off, &len);
+    size_t have = len > at ? (len - at < bs ? len - at : bs) : 0; /* bytes the store has */
+    char *b = upager__bounce_get();
+    int err = 0;
+    if (have)
+        err = s->ops->read(s, b, s->direct ? bs : have, off + at);
+    if (!err) {
+        if (have < bs && !(have && s->direct))
+            memset(b + have, 0, bs - have);
+        err = upager__frame_fill_at(page, at, b, bs);
+    }
+    upager__bounce_put(b);
+    if (err)
+        atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&g->st.bytes_read, have, memory_order_relaxed);
+    return err;
+}
+
 /* ---- write-backs ------------------------------------------------------ */
 
 static _Atomic int64_t write_error_said; /* when a failed write-back was last said, +1 */

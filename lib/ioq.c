@@ -36,6 +36,11 @@
  * a program that dirties memory faster than the store takes it is slowed,
  * never stopped.
  *
+ * Reclaim.  Once the budget is full, a fault that finds no free frame
+ * would evict for itself, with an mprotect and a hole punch in its wait;
+ * the clock asks the threads (reclaim_wanted) to keep a small reserve of
+ * frames free ahead of the faults instead (clock.c, upager__clock_reclaim).
+ *
  * Read-ahead.  The thread takes the first page of the request with
  * trylock (a fault there is loading it already) and loads the run like a
  * fault would, but without waiting for frames and leaving the pages
@@ -78,6 +83,7 @@ static struct request ring[RING];
 static _Atomic uint32_t event;        /* futex word: bumped on new work     */
 static _Atomic uint32_t sleepers;     /* threads asleep on event            */
 static _Atomic uint32_t clean_wanted; /* the clock asked for write-back     */
+static _Atomic uint32_t reclaim_wanted; /* ... for free frames (clock.c)    */
 static _Atomic int running;           /* the threads are up                 */
 static _Atomic int64_t failed_at;     /* ms of the cleaner's last failure   */
 static _Atomic uint32_t working;      /* threads serving something now      */
@@ -119,6 +125,14 @@ void upager__ioq_clean(void)
     if (!atomic_load_explicit(&running, memory_order_relaxed))
         return;
     if (atomic_exchange(&clean_wanted, 1) == 0)
+        wake();
+}
+
+void upager__ioq_reclaim(void)
+{
+    if (!atomic_load_explicit(&running, memory_order_relaxed))
+        return;
+    if (atomic_exchange(&reclaim_wanted, 1) == 0)
         wake();
 }
 
@@ -291,6 +305,10 @@ static void *io_thread(void *arg)
                 busy = true;
             }
         }
+        if (atomic_exchange(&reclaim_wanted, 0)) {
+            upager__clock_reclaim();
+            busy = true;
+        }
         if (atomic_exchange(&clean_wanted, 0)) {
             if (clean_some()) {
                 upager__ioq_clean(); /* more to clean: again, perhaps by another */
@@ -341,6 +359,7 @@ void upager__ioq_after_fork(void)
     atomic_store(&event, 0);
     atomic_store(&sleepers, 0);
     atomic_store(&clean_wanted, 0);
+    atomic_store(&reclaim_wanted, 0);
     atomic_store(&running, 0);
     atomic_store(&failed_at, 0);
     atomic_store(&working, 0);
@@ -351,7 +370,8 @@ void upager__ioq_after_fork(void)
 void upager__ioq_drain(void)
 {
     for (int tries = 0; tries < 10000 && atomic_load(&running); tries++) {
-        bool idle = atomic_load(&clean_wanted) == 0 && atomic_load(&working) == 0;
+        bool idle = atomic_load(&clean_wanted) == 0 && atomic_load(&reclaim_wanted) == 0 &&
+                    atomic_load(&working) == 0;
         for (unsigned i = 0; i < RING && idle; i++)
             idle = atomic_load(&ring[i].state) == SLOT_FREE;
         if (idle)

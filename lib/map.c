@@ -226,7 +226,7 @@ static int pin_page(size_t i, int flags)
             g->pinned++;
         upager__unlock(&g->clock_lock);
     }
-    if (!err && p->state != PAGE_RESIDENT) {
+    if (!err && (p->state != PAGE_RESIDENT || p->blocks)) { /* not there, or in part */
         err = upager__page_in_locked(i, true);
         if (err && p->pins == 0) {
             upager__lock(&g->clock_lock);

@@ -36,6 +36,18 @@ int upager__protect(size_t first, size_t n, int prot)
     return 0;
 }
 
+int upager__protect_blocks(size_t page, unsigned blk, unsigned n, int prot)
+{
+    struct upager__global *g = &upager__g;
+    PG(page)->gen = atomic_fetch_add_explicit(&protect_gen, 1, memory_order_relaxed) + 1;
+    if (mprotect(PAGE_ADDR(page) + ((size_t)blk << g->block_shift), (size_t)n << g->block_shift,
+                 prot) != 0) {
+        atomic_fetch_add_explicit(&g->st.map_errors, 1, memory_order_relaxed);
+        return errno;
+    }
+    return 0;
+}
+
 /* Makes arena pages [first, first+n) PROT_NONE as they are released: no
  * generations, so that the entries of pages never used stay untouched. */
 int upager__protect_free(size_t first, size_t n)
@@ -83,16 +95,17 @@ int upager__frames_drop(size_t first, size_t n)
     return 0;
 }
 
-/* Moves len bytes between buf and the frames from `page` on, through the
- * memfds (pwrite when `in`, else pread; holes read as zeros). */
-static int frame_io(size_t page, char *buf, size_t len, bool in)
+/* Moves len bytes between buf and the frames from byte `at` of `page` on,
+ * through the memfds (pwrite when `in`, else pread; holes read as zeros). */
+static int frame_io(size_t page, size_t at, char *buf, size_t len, bool in)
 {
     size_t done = 0;
     while (done < len) {
-        size_t pg = page + (done >> upager__g.page_shift);
+        size_t pos = at + done;
+        size_t pg = page + (pos >> upager__g.page_shift);
         off_t off;
         int fd = frame_fd(pg, &off);
-        size_t within = done & (upager__g.page_size - 1);
+        size_t within = pos & (upager__g.page_size - 1);
         size_t to_end = ((upager__g.shard_pages - pg % upager__g.shard_pages)
                          << upager__g.page_shift) - within; /* bytes left in the memfd */
         size_t chunk = len - done < to_end ? len - done : to_end;
@@ -118,14 +131,20 @@ static int frame_io(size_t page, char *buf, size_t len, bool in)
  * while the arena pages are still inaccessible: nobody sees them half-filled. */
 int upager__frame_fill(size_t page, const void *buf, size_t npages)
 {
-    return frame_io(page, (char *)buf, npages << upager__g.page_shift, true);
+    return frame_io(page, 0, (char *)buf, npages << upager__g.page_shift, true);
+}
+
+/* Writes len bytes at byte `at` of the frame of `page` (a block). */
+int upager__frame_fill_at(size_t page, size_t at, const void *buf, size_t len)
+{
+    return frame_io(page, at, (char *)buf, len, true);
 }
 
 /* Reads the frames of npages pages through the memfd (the arena pages may
  * be inaccessible).  Holes read as zeros. */
 int upager__frame_read(size_t page, void *buf, size_t npages)
 {
-    return frame_io(page, buf, npages << upager__g.page_shift, false);
+    return frame_io(page, 0, buf, npages << upager__g.page_shift, false);
 }
 
 /* Reads a small text file (for /proc and /sys); NUL-terminates. */

@@ -57,6 +57,8 @@ struct upager__store {
     const struct upager__store_ops *ops;
     int fd;          /* the file, for file stores                   */
     int direct;      /* opened with O_DIRECT                         */
+    int partial;     /* reads part of a page too, at a multiple of 4K
+                        (file stores); 0: whole pages only (Redis)    */
     uint64_t size;   /* bytes of the file, for mapped-file stores    */
     void *priv;      /* for other implementations (test stores)     */
 };

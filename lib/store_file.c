@@ -99,6 +99,7 @@ void upager__store_fd_init(struct upager__store *s, int fd, uint64_t size)
     s->ops = &upager__store_file_ops;
     s->fd = fd;
     s->size = size;
+    s->partial = 1;
 }
 
 int upager__store_tmp_open(struct upager__store *s, const char *dir, int direct)

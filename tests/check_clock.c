@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "check_suites.h"
+#include "internal.h"
 #include "testutil.h"
 
 static unsigned char read_byte(const void *p)
@@ -213,6 +214,43 @@ START_TEST(test_budget_respected)
 }
 END_TEST
 
+/* Once the budget is full, an I/O thread keeps a reserve of limit/32
+ * frames free ahead of the faults (background reclaim): after a stream of
+ * writes through 4x the budget, and the threads idle, the resident pages
+ * are at least that reserve below the budget; the data is intact.  Data
+ * that fits the budget never starts it: every page stays resident. */
+START_TEST(test_background_reclaim)
+{
+    const size_t budget = 8 * TU_MIB, len = 32 * TU_MIB;
+    struct upager_stats s0, s;
+    tu_env("8M", "65536");
+    size_t ps = tu_init();
+    size_t reserve = budget / ps / 32;
+    ck_assert_uint_ge(reserve, 4);
+
+    unsigned char *fits = upager_malloc(budget / 2);
+    ck_assert_ptr_nonnull(fits);
+    tu_pattern_fill(fits, 0, budget / 2, 48);
+    upager__ioq_drain();
+    tu_stats(&s0);
+    ck_assert_uint_eq(s0.evictions, 0);
+    ck_assert_uint_eq(s0.resident_bytes, budget / 2);
+    upager_free(fits);
+
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, 49);
+    upager__ioq_drain();
+    tu_stats(&s);
+    ck_assert_uint_gt(s.evictions, 0);
+    ck_assert_msg(s.resident_bytes <= budget - reserve * ps,
+                  "resident %zu KiB: no reserve of %zu frames below the budget of %zu KiB",
+                  s.resident_bytes >> 10, reserve, budget >> 10);
+    size_t bad = tu_pattern_check(p, 0, len, 49);
+    ck_assert_msg(bad == (size_t)-1, "data differs at %zu", bad);
+}
+END_TEST
+
 Suite *clock_suite(void)
 {
     Suite *s = suite_create("clock");
@@ -224,6 +262,7 @@ Suite *clock_suite(void)
     tcase_add_test(tc, test_clean_pages_not_written);
     tcase_add_test(tc, test_only_dirty_pages_written);
     tcase_add_test(tc, test_budget_respected);
+    tcase_add_test(tc, test_background_reclaim);
     suite_add_tcase(s, tc);
 
     return s;

@@ -16,12 +16,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -506,6 +508,260 @@ START_TEST(test_readonly_write_dies)
 }
 END_TEST
 
+/* ---- pages read in part ---------------------------------------------- */
+
+/* Fills len bytes with pattern `seed`, then touches 3 x budget of other
+ * memory so that every page of it is written out and evicted. */
+static unsigned char *filled_and_evicted(size_t len, uint64_t seed)
+{
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, seed);
+    struct upager_stats s;
+    tu_stats(&s);
+    size_t other_len = 3 * s.budget_bytes;
+    unsigned char *other = upager_malloc(other_len);
+    ck_assert_ptr_nonnull(other);
+    memset(other, 1, other_len);
+    upager_free(other);
+    for (size_t i = 0; i < len; i += s.page_size)
+        ck_assert_int_ne(PG(ADDR_PAGE(p + i))->state, PAGE_RESIDENT);
+    return p;
+}
+
+/* A random read of an evicted page reads one block (4K of a 64K page) and
+ * opens that block only; the bytes are right; a page of a store that keeps
+ * whole pages is read whole (check_redis). */
+START_TEST(test_part_random_read_one_block)
+{
+    const size_t len = 8 * TU_MIB;
+    struct upager_stats s0, s1;
+    tu_env("1M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = filled_and_evicted(len, 41);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
+    size_t npages = len / ps, reads = 0;
+    tu_stats(&s0);
+    for (size_t k = 0; k < 8; k++) {
+        size_t page = (k * 37) % npages, off = page * ps + ((k * 5) % 16) * 4096 + 100;
+        ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 41));
+        struct upager__page *pg = PG(ADDR_PAGE(p + off));
+        ck_assert_int_eq(pg->state, PAGE_RESIDENT);
+        ck_assert_uint_eq(pg->blocks, 1u << ((k * 5) % 16));
+        ck_assert(!(pg->flags & PF_DIRTY));
+        reads++;
+    }
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.major_faults - s0.major_faults, reads);
+    ck_assert_uint_eq(s1.bytes_read - s0.bytes_read, reads * 4096);
+    /* Every byte of the pages read in part is right, also where the page
+     * did not hold the store's bytes yet: those blocks were never open. */
+    for (size_t k = 0; k < 8; k++) {
+        size_t page = (k * 37) % npages;
+        size_t bad = tu_pattern_check(p + page * ps, page * ps, ps, 41);
+        ck_assert_msg(bad == (size_t)-1, "page %zu differs at %zu", page, bad);
+        ck_assert_uint_eq(PG(ADDR_PAGE(p + page * ps))->blocks, 0); /* whole now */
+    }
+}
+END_TEST
+
+/* A second block of a page read in part is read alone; the next miss (or
+ * a block next to one it has: a scan) reads the whole page. */
+START_TEST(test_part_second_block_then_whole)
+{
+    const size_t len = 4 * TU_MIB;
+    struct upager_stats s0, s1;
+    tu_env("1M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = filled_and_evicted(len, 42);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
+    unsigned char *q = p + 5 * ps;
+    struct upager__page *pg = PG(ADDR_PAGE(q));
+    tu_stats(&s0);
+    ck_assert_int_eq(read_byte(q + 2 * 4096), tu_pattern_byte(5 * ps + 2 * 4096, 42));
+    ck_assert_int_eq(read_byte(q + 9 * 4096 + 7), tu_pattern_byte(5 * ps + 9 * 4096 + 7, 42));
+    ck_assert_uint_eq(pg->blocks, (1u << 2) | (1u << 9));
+    /* The first block again: open, no read. */
+    ck_assert_int_eq(read_byte(q + 2 * 4096 + 1), tu_pattern_byte(5 * ps + 2 * 4096 + 1, 42));
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.bytes_read - s0.bytes_read, 2 * 4096);
+    ck_assert_uint_eq(s1.major_faults - s0.major_faults, 2);
+    ck_assert_int_eq(read_byte(q + 14 * 4096), tu_pattern_byte(5 * ps + 14 * 4096, 42));
+    ck_assert_uint_eq(pg->blocks, 0);
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.bytes_read - s0.bytes_read, 2 * 4096 + ps);
+    /* A scan: the block after one the page has reads all of it. */
+    unsigned char *r = p + 9 * ps;
+    ck_assert_int_eq(read_byte(r + 4 * 4096), tu_pattern_byte(9 * ps + 4 * 4096, 42));
+    ck_assert_uint_eq(PG(ADDR_PAGE(r))->blocks, 1u << 4);
+    ck_assert_int_eq(read_byte(r + 5 * 4096), tu_pattern_byte(9 * ps + 5 * 4096, 42));
+    ck_assert_uint_eq(PG(ADDR_PAGE(r))->blocks, 0);
+    size_t bad = tu_pattern_check(r, 9 * ps, ps, 42);
+    ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
+}
+END_TEST
+
+/* A write to a page read in part (to a block it has, and to one it lacks)
+ * reads the rest first, and the write survives eviction; both with the
+ * fault's context and with the retry rule (_i 1). */
+START_TEST(test_part_write)
+{
+    const size_t len = 4 * TU_MIB;
+    access_mode(_i);
+    tu_env("1M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = filled_and_evicted(len, 43);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
+    unsigned char *a = p + 3 * ps, *b = p + 11 * ps;
+    ck_assert_int_eq(read_byte(a + 6 * 4096), tu_pattern_byte(3 * ps + 6 * 4096, 43));
+    ck_assert_int_eq(read_byte(b + 1 * 4096), tu_pattern_byte(11 * ps + 1 * 4096, 43));
+    ck_assert_uint_ne(PG(ADDR_PAGE(a))->blocks, 0);
+    ck_assert_uint_ne(PG(ADDR_PAGE(b))->blocks, 0);
+    a[6 * 4096 + 3] = 0xEE;  /* a block the page has, open */
+    b[12 * 4096 + 3] = 0xDD; /* a block it lacks */
+    ck_assert_uint_eq(PG(ADDR_PAGE(a))->blocks, 0);
+    ck_assert_uint_eq(PG(ADDR_PAGE(b))->blocks, 0);
+    ck_assert(PG(ADDR_PAGE(a))->flags & PF_DIRTY);
+    ck_assert(PG(ADDR_PAGE(b))->flags & PF_DIRTY);
+    /* Out and back in: the rest of each page as it was. */
+    unsigned char *other = upager_malloc(4 * TU_MIB);
+    ck_assert_ptr_nonnull(other);
+    memset(other, 2, 4 * TU_MIB);
+    ck_assert_int_ne(PG(ADDR_PAGE(a))->state, PAGE_RESIDENT);
+    size_t wrong_a = 0, wrong_b = 0;
+    for (size_t i = 0; i < ps; i++) {
+        unsigned char want = i == 6 * 4096 + 3 ? 0xEE : tu_pattern_byte(3 * ps + i, 43);
+        wrong_a += read_byte(a + i) != want;
+        want = i == 12 * 4096 + 3 ? 0xDD : tu_pattern_byte(11 * ps + i, 43);
+        wrong_b += read_byte(b + i) != want;
+    }
+    ck_assert_msg(wrong_a == 0 && wrong_b == 0, "wrong bytes: %zu in a, %zu in b", wrong_a,
+                  wrong_b);
+}
+END_TEST
+
+/* The kernel touching a page read in part: upager_pin reads it whole, so
+ * a raw write(2) of the whole page (no interposition) succeeds. */
+START_TEST(test_part_pin_then_syscall)
+{
+    const size_t len = 4 * TU_MIB;
+    tu_env("1M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = filled_and_evicted(len, 44);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
+    unsigned char *a = p + 7 * ps;
+    ck_assert_int_eq(read_byte(a + 8 * 4096), tu_pattern_byte(7 * ps + 8 * 4096, 44));
+    ck_assert_uint_ne(PG(ADDR_PAGE(a))->blocks, 0);
+    ck_assert_int_eq(upager_pin(a, ps, 0), 0);
+    ck_assert_uint_eq(PG(ADDR_PAGE(a))->blocks, 0);
+    char *path = tu_temp_path("partpin");
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(syscall(SYS_write, fd, a, ps), (long)ps);
+    ck_assert_int_eq(upager_unpin(a, ps), 0);
+    unsigned char *buf = malloc(ps);
+    ck_assert_int_eq(pread(fd, buf, ps, 0), (ssize_t)ps);
+    size_t bad = tu_pattern_check(buf, 7 * ps, ps, 44);
+    ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
+    free(buf);
+    close(fd);
+    unlink(path);
+    free(path);
+}
+END_TEST
+
+/* A mapped file whose end falls inside a block: the block reads the file's
+ * bytes, then zeros; past the end of the file, zeros. */
+START_TEST(test_part_file_tail)
+{
+    const size_t size = 3 * 65536 + 5000;
+    char *path = tu_make_file("parttail", size, 45);
+    tu_env("1M", "65536");
+    unsigned char *map = upager_map_file(path, 0, UPAGER_MAP_READ);
+    ck_assert_ptr_nonnull(map);
+    ck_assert_int_eq(upager_advise(map, size, UPAGER_ADVICE_RANDOM), 0);
+    ck_assert_int_eq(read_byte(map + size - 1), tu_pattern_byte(size - 1, 45));
+    ck_assert_uint_eq(PG(ADDR_PAGE(map + size - 1))->blocks, 1u << 1);
+    ck_assert_int_eq(read_byte(map + 3 * 65536 + 4096 + 904), 0);
+    ck_assert_int_eq(read_byte(map + 3 * 65536 + 100), tu_pattern_byte(3 * 65536 + 100, 45));
+    ck_assert_int_eq(read_byte(map + 65536 + 3 * 4096), tu_pattern_byte(65536 + 3 * 4096, 45));
+    ck_assert_uint_eq(PG(ADDR_PAGE(map + 65536))->blocks, 1u << 3);
+    ck_assert_int_eq(upager_unmap(map), 0);
+    unlink(path);
+    free(path);
+}
+END_TEST
+
+struct part_worker {
+    unsigned char *p;   /* shared upager memory            */
+    unsigned char *ref; /* the same, in plain memory       */
+    size_t len, ps;
+    unsigned id, nthreads;
+    uint64_t seed;
+    size_t wrong;
+};
+
+/* Random reads everywhere; writes only to bytes this thread owns (offset
+ * % nthreads == id), mirrored into the reference. */
+static void *part_worker_main(void *arg)
+{
+    struct part_worker *w = arg;
+    uint64_t st = w->seed;
+    for (int i = 0; i < 5000; i++) {
+        size_t off = (size_t)tu_below(&st, w->len);
+        if (tu_below(&st, 8) == 0) {
+            off -= off % w->nthreads;
+            off += w->id;
+            if (off >= w->len)
+                continue;
+            unsigned char v = (unsigned char)tu_rand(&st);
+            w->p[off] = v;
+            w->ref[off] = v;
+        } else {
+            unsigned char got = read_byte(w->p + off);
+            if (off % w->nthreads == w->id && got != w->ref[off]) /* ours: no race */
+                w->wrong++;
+        }
+    }
+    return NULL;
+}
+
+/* Four threads, random reads and writes over 8x the budget: pages read in
+ * part, made whole, written back and evicted under them; every byte is
+ * compared with a plain-memory reference at the end. */
+START_TEST(test_part_threads_integrity)
+{
+    const size_t len = 16 * TU_MIB;
+    enum { T = 4 };
+    tu_env("2M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = upager_malloc(len);
+    unsigned char *ref = malloc(len);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(ref);
+    tu_pattern_fill(p, 0, len, 46);
+    tu_pattern_fill(ref, 0, len, 46);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
+    struct part_worker w[T];
+    pthread_t t[T];
+    uint64_t seed = tu_seed(4600);
+    for (unsigned i = 0; i < T; i++) {
+        w[i] = (struct part_worker){p, ref, len, ps, i, T, seed + i, 0};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, part_worker_main, &w[i]), 0);
+    }
+    for (unsigned i = 0; i < T; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_msg(w[i].wrong == 0, "thread %u read %zu wrong bytes", i, w[i].wrong);
+    }
+    struct upager_stats s;
+    tu_stats(&s);
+    ck_assert_uint_gt(s.major_faults, 1000);
+    ck_assert_uint_lt(s.bytes_read, s.major_faults * ps / 2); /* mostly blocks */
+    ck_assert_int_eq(memcmp(p, ref, len), 0);
+    free(ref);
+}
+END_TEST
+
 Suite *fault_suite(void)
 {
     Suite *s = suite_create("fault");
@@ -544,6 +800,16 @@ Suite *fault_suite(void)
     tcase_add_loop_test(tc, test_read_race_clean, 0, 2);
     tcase_add_loop_test(tc, test_writes_found, 0, 2);
     tcase_add_loop_test_raise_signal(tc, test_readonly_write_dies, SIGSEGV, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("part");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_part_random_read_one_block);
+    tcase_add_test(tc, test_part_second_block_then_whole);
+    tcase_add_loop_test(tc, test_part_write, 0, 2);
+    tcase_add_test(tc, test_part_pin_then_syscall);
+    tcase_add_test(tc, test_part_file_tail);
+    tcase_add_test(tc, test_part_threads_integrity);
     suite_add_tcase(s, tc);
 
     return s;
