@@ -369,6 +369,29 @@ void bench_device_summary(FILE *tsv)
 
 double bench_device_seq_mibps(void) { return dev_seq_mibps; }
 
+/* The device's median latency for a random read of `bytes` (an average
+ * read size, not a measured one): interpolated between the sizes measured
+ * around it, the smallest one below them. */
+bool bench_device_rand_at(double bytes, double *median)
+{
+    if (ndev_rand == 0)
+        return false;
+    if (bytes <= (double)dev_rand[0].size) {
+        *median = dev_rand[0].med;
+        return true;
+    }
+    for (int k = 1; k < ndev_rand; k++) {
+        double lo = (double)dev_rand[k - 1].size, hi = (double)dev_rand[k].size;
+        if (bytes <= hi) {
+            *median = dev_rand[k - 1].med +
+                      (dev_rand[k].med - dev_rand[k - 1].med) * (bytes - lo) / (hi - lo);
+            return true;
+        }
+    }
+    *median = dev_rand[ndev_rand - 1].med;
+    return true;
+}
+
 bool bench_device_rand_us(size_t size, double *median, double *p99)
 {
     for (int k = 0; k < ndev_rand; k++)
