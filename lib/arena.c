@@ -372,7 +372,7 @@ int upager__pages_release(size_t first, size_t n, bool discard_store)
                 g->pinned--;
                 upager__unlock(&g->clock_lock);
             }
-            upager__frame_put(p->frame);
+            upager__frame_put(p->frame, PAGE_MISSING(p));
         }
         p->state = PAGE_FREE;
         p->flags = 0;

@@ -84,6 +84,7 @@ int upager__clock_init(size_t limit)
     g->nfree = n;
     g->hand = 0;
     g->used = 0;
+    g->missing = 0;
     g->limit = limit;
     g->pinned = 0;
     g->peak = 0;
@@ -121,16 +122,34 @@ static void clock_wait(uint32_t seen, long usec)
     atomic_fetch_sub(&clock_waiters, 1);
 }
 
-/* Hands out an unused slot to `page`.  Precondition: clock_lock, nfree > 0. */
-static size_t take_slot(size_t page)
+/* Memory in use and the budget, in blocks: a whole page costs nblocks, a
+ * page read in part (fault.c) the blocks it holds.  So pages read in part
+ * take frames beyond `limit`, up to the frame table (nframes, which
+ * vm.max_map_count bounds), while the memory stays within the budget.
+ * Precondition: clock_lock. */
+size_t upager__clock_memory(void)
+{
+    return upager__g.used * upager__g.nblocks - upager__g.missing;
+}
+
+static size_t budget_blocks(void)
+{
+    return upager__g.limit * upager__g.nblocks;
+}
+
+/* Hands out an unused slot to `page`, for `blocks` blocks of memory.
+ * Precondition: clock_lock, nfree > 0. */
+static size_t take_slot(size_t page, size_t blocks)
 {
     struct upager__global *g = &upager__g;
     size_t f = g->free_frames[--g->nfree];
     g->frame_page[f] = page;
     if (f + 1 > g->span)
         g->span = f + 1;
-    if (++g->used > g->peak)
-        g->peak = g->used;
+    g->used++;
+    g->missing += g->nblocks - blocks;
+    if (upager__clock_memory() > g->peak)
+        g->peak = upager__clock_memory();
     return f;
 }
 
@@ -179,6 +198,7 @@ struct batch {
     bool cool_failed;          /* a cooling mprotect failed            */
     size_t page[EVICT_BATCH];  /* locked, RESIDENT, cooled, not pinned */
     size_t frame[EVICT_BATCH];
+    size_t missing[EVICT_BATCH]; /* PAGE_MISSING before the eviction   */
     bool ok[EVICT_BATCH];      /* evicted; its frame is free          */
 };
 
@@ -239,6 +259,7 @@ static bool batch_add(struct batch *b, size_t page, size_t frame, bool clean_onl
     }
     b->page[b->n] = page;
     b->frame[b->n] = q->frame;
+    b->missing[b->n] = PAGE_MISSING(q);
     b->ok[b->n] = false;
     b->n++;
     return true;
@@ -386,6 +407,7 @@ static void batch_finish(struct batch *b)
         if (b->ok[i]) {
             g->free_frames[g->nfree++] = b->frame[i];
             g->used--;
+            g->missing -= b->missing[i];
         } else {
             g->frame_page[b->frame[i]] = b->page[i];
         }
@@ -445,7 +467,8 @@ void upager__clock_reclaim(void)
     struct upager__global *g = &upager__g;
     upager__lock(&g->clock_lock);
     size_t r = reserve_of();
-    for (unsigned i = 0; r && i < 64 && g->used + r > g->limit; i++) {
+    for (unsigned i = 0; r && i < 64 && upager__clock_memory() + r * g->nblocks > budget_blocks();
+         i++) {
         int err;
         if (evict_some(&err) <= 0)
             break;
@@ -454,42 +477,30 @@ void upager__clock_reclaim(void)
     upager__unlock(&g->clock_lock);
 }
 
-int upager__frame_get(size_t page, size_t *frame, bool wait)
+/* Evicts until `blocks` more fit in the budget and, when `slot`, a frame
+ * slot is free.  Returns 0; EAGAIN when !wait and there is no room at
+ * once; ENOMEM when three turns of the hand could cool nothing (the
+ * process is at vm.max_map_count).  When write-backs fail, the victims
+ * keep their frames: it returns 0 over the budget rather than stall.
+ * Precondition: clock_lock held (dropped while it evicts or waits). */
+static int make_room(size_t blocks, bool slot, bool wait)
 {
     struct upager__global *g = &upager__g;
     unsigned idle = 0, unmappable = 0;
-    upager__lock(&g->clock_lock);
     for (;;) {
-        if (g->used < g->limit && g->nfree) {
-            *frame = take_slot(page);
-            bool low = reclaim_on && g->used + reserve_of() / 2 > g->limit;
-            upager__unlock(&g->clock_lock);
-            if (low)
-                upager__ioq_reclaim();
+        if (upager__clock_memory() + blocks <= budget_blocks() && (!slot || g->nfree))
             return 0;
-        }
         reclaim_on = reserve_of() && upager__ioq_running();
         int err;
         long done = evict_some(&err);
         if (done > 0)
             continue;
-        if (!wait) {
-            upager__unlock(&g->clock_lock);
+        if (!wait)
             return EAGAIN;
-        }
-        if (done < 0 && err == ENOMEM && ++unmappable == 3) {
-            /* Three turns of the hand could cool nothing: the process is
-             * at vm.max_map_count and no room can be made. */
-            upager__unlock(&g->clock_lock);
+        if (done < 0 && err == ENOMEM && ++unmappable == 3)
             return ENOMEM;
-        }
-        if (done == 0 && g->nfree) {
-            /* Write-backs failed: the victims keep their frames.  Take a
-             * spare slot beyond the budget rather than stall. */
-            *frame = take_slot(page);
-            upager__unlock(&g->clock_lock);
-            return 0;
-        }
+        if (done == 0 && (!slot || g->nfree))
+            return 0; /* write-backs failed: a spare slot beyond the budget */
         uint32_t seen = atomic_load(&clock_event);
         upager__unlock(&g->clock_lock);
         if (done < 0 && err != ENOMEM && ++idle == 1000) /* a second, not a moment */
@@ -499,13 +510,59 @@ int upager__frame_get(size_t page, size_t *frame, bool wait)
     }
 }
 
-void upager__frame_put(size_t frame)
+int upager__frame_get_blocks(size_t page, size_t *frame, bool wait, size_t blocks)
+{
+    struct upager__global *g = &upager__g;
+    upager__lock(&g->clock_lock);
+    int err = make_room(blocks, true, wait);
+    bool low = false;
+    if (!err) {
+        *frame = take_slot(page, blocks);
+        low = reclaim_on &&
+              upager__clock_memory() + reserve_of() / 2 * g->nblocks > budget_blocks();
+    }
+    upager__unlock(&g->clock_lock);
+    if (low)
+        upager__ioq_reclaim();
+    return err;
+}
+
+int upager__frame_get(size_t page, size_t *frame, bool wait)
+{
+    return upager__frame_get_blocks(page, frame, wait, upager__g.nblocks);
+}
+
+int upager__frame_charge(size_t blocks)
+{
+    struct upager__global *g = &upager__g;
+    upager__lock(&g->clock_lock);
+    int err = make_room(blocks, false, true);
+    if (!err) {
+        g->missing -= blocks;
+        if (upager__clock_memory() > g->peak)
+            g->peak = upager__clock_memory();
+    }
+    upager__unlock(&g->clock_lock);
+    return err;
+}
+
+void upager__frame_uncharge(size_t blocks)
+{
+    struct upager__global *g = &upager__g;
+    upager__lock(&g->clock_lock);
+    g->missing += blocks;
+    upager__unlock(&g->clock_lock);
+    upager__clock_signal();
+}
+
+void upager__frame_put(size_t frame, size_t missing)
 {
     struct upager__global *g = &upager__g;
     upager__lock(&g->clock_lock);
     g->frame_page[frame] = FRAME_NONE;
     g->free_frames[g->nfree++] = frame;
     g->used--;
+    g->missing -= missing;
     upager__unlock(&g->clock_lock);
     upager__clock_signal();
 }
@@ -515,10 +572,10 @@ int upager__evict_locked(size_t page)
     struct upager__page *p = PG(page);
     if (p->state != PAGE_RESIDENT || p->pins)
         return 0;
-    size_t f = p->frame;
+    size_t f = p->frame, missing = PAGE_MISSING(p);
     int err = evict_page(page);
     if (!err)
-        upager__frame_put(f);
+        upager__frame_put(f, missing);
     return err;
 }
 
@@ -549,7 +606,7 @@ int upager__clock_shrink(size_t limit)
     upager__lock(&g->clock_lock);
     size_t old = g->limit;
     g->limit = limit;
-    while (g->used > g->limit) {
+    while (upager__clock_memory() > budget_blocks()) {
         if (g->pinned > limit) { /* pinned meanwhile */
             g->limit = old;
             upager__unlock(&g->clock_lock);

@@ -211,7 +211,7 @@ static int load_run(size_t page, size_t n, int mode)
     if (err) {
         upager__frames_drop(page, run);
         for (size_t i = 0; i < run; i++)
-            upager__frame_put(frames[i]);
+            upager__frame_put(frames[i], 0);
         for (size_t i = 1; i < run; i++)
             upager__unlock(&PG(page + i)->lock);
         if (mode == LOAD_AHEAD) { /* a failed read-ahead is harmless */
@@ -249,6 +249,8 @@ static int load_run(size_t page, size_t n, int mode)
  *   - at a block it has: that block's run of blocks is opened again;
  *   - at a block it lacks: that block is read, unless the page already has
  *     PART_MAX blocks or a neighbour of this one (a scan), and then
+ *     (under UPAGER_ADVICE_RANDOM, neither: blocks only, as the kernel
+ *     reads 4K a fault under MADV_RANDOM)
  *   - a write, or any of the above: the whole page is read into the frame
  *     (the blocks it has are rewritten with the same bytes, so readers of
  *     them see no change) and it becomes an ordinary page.
@@ -262,7 +264,8 @@ static int load_run(size_t page, size_t n, int mode)
  * The kernel reading such a page (a system call) gets EFAULT at a block
  * that is not open, as at any page that is not; upager_pin and the
  * interposed calls read the whole page first. */
-#define PART_MAX 2 /* blocks read one by one; the next miss reads the page */
+#define PART_MAX 2 /* blocks read one by one; the next miss reads the page
+                      (with UPAGER_ADVICE_RANDOM, blocks to the last) */
 
 static unsigned block_of(size_t page, const void *addr)
 {
@@ -308,7 +311,7 @@ static int load_block(size_t page, unsigned b)
 {
     struct upager__page *p = PG(page);
     size_t f;
-    int err = upager__frame_get(page, &f, true);
+    int err = upager__frame_get_blocks(page, &f, true, 1);
     if (err)
         return err;
     uint32_t frame = (uint32_t)f;
@@ -317,7 +320,7 @@ static int load_block(size_t page, unsigned b)
         upager__protect(page, 1, PROT_NONE);
     if (err) {
         upager__frames_drop(page, 1);
-        upager__frame_put(frame);
+        upager__frame_put(frame, upager__g.nblocks - 1);
         return err;
     }
     set_resident(page, 1, &frame, LOAD_READ);
@@ -331,9 +334,14 @@ static int load_block(size_t page, unsigned b)
 static int complete_page(size_t page, bool write)
 {
     struct upager__page *p = PG(page);
-    int err = upager__io_read_run(page, 1);
+    size_t more = PAGE_MISSING(p);
+    int err = upager__frame_charge(more);
     if (err)
         return err;
+    if ((err = upager__io_read_run(page, 1))) {
+        upager__frame_uncharge(more);
+        return err;
+    }
     p->blocks = 0;
     p->flags = (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF | (write ? PF_DIRTY : 0));
     p->wb = 0;
@@ -350,9 +358,13 @@ static int fault_part(size_t page, unsigned b, bool write, bool *major)
 {
     struct upager__page *p = PG(page);
     uint32_t bit = 1u << b;
-    bool scan = (b > 0 && (p->blocks & (bit >> 1))) ||
-                (b + 1 < upager__g.nblocks && (p->blocks & (bit << 1)));
-    if (write || (!(p->blocks & bit) && (scan || __builtin_popcount(p->blocks) >= PART_MAX))) {
+    /* With UPAGER_ADVICE_RANDOM the program said so: blocks only, as the
+     * kernel reads 4K a fault under MADV_RANDOM. */
+    bool random = (p->flags & PF_RANDOM) != 0;
+    bool scan = !random && ((b > 0 && (p->blocks & (bit >> 1))) ||
+                            (b + 1 < upager__g.nblocks && (p->blocks & (bit << 1))));
+    unsigned max = random ? upager__g.nblocks : PART_MAX;
+    if (write || (!(p->blocks & bit) && (scan || (unsigned)__builtin_popcount(p->blocks) >= max))) {
         *major = true;
         int err = complete_page(page, write);
         if (!err)
@@ -360,11 +372,26 @@ static int fault_part(size_t page, unsigned b, bool write, bool *major)
         return err;
     }
     if (!(p->blocks & bit)) {
-        int err = upager__io_read_block(page, b);
+        int err = upager__frame_charge(1);
         if (err)
             return err;
+        if ((err = upager__io_read_block(page, b))) {
+            upager__frame_uncharge(1);
+            return err;
+        }
         *major = true;
         p->blocks |= bit;
+        if (p->blocks == (uint32_t)((2ull << (upager__g.nblocks - 1)) - 1)) {
+            /* every block read: an ordinary page, opened whole */
+            p->blocks = 0;
+            p->flags = (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF);
+            int err = upager__protect(page, 1, PROT_READ);
+            if (err) {
+                p->flags &= (uint8_t)~PF_REF;
+                upager__protect(page, 1, PROT_NONE);
+            }
+            return err;
+        }
     }
     return open_blocks(page, b);
 }
@@ -410,7 +437,7 @@ static int open_empty(size_t page, bool write, size_t n)
         if (write)
             upager__protect(page, run, PROT_NONE);
         for (size_t i = 0; i < run; i++)
-            upager__frame_put(frames[i]);
+            upager__frame_put(frames[i], 0);
         for (size_t i = 1; i < run; i++)
             upager__unlock(&PG(page + i)->lock);
         return err;

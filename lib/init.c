@@ -466,7 +466,7 @@ int upager_set_budget(size_t bytes)
         upager__unlock(&g->clock_lock);
         return EBUSY;
     }
-    if (pages >= g->used) {
+    if (pages * g->nblocks >= upager__clock_memory()) {
         g->limit = pages;
         upager__unlock(&g->clock_lock);
         return 0;

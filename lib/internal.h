@@ -149,6 +149,11 @@ struct upager__page {
 
 #define PAGE_IS_LIVE(p) ((p)->state != PAGE_FREE)
 
+/* Blocks of a resident page that are not in memory: a page read in part
+ * holds only some (fault.c); the budget counts what is held. */
+#define PAGE_MISSING(p) \
+    ((p)->blocks ? upager__g.nblocks - (size_t)__builtin_popcount((p)->blocks) : 0)
+
 /* What the pages of a group of page-table entries become on first use,
  * when one allocation or mapping covers the whole group (arena.c). */
 struct upager__group {
@@ -211,9 +216,11 @@ struct upager__global {
     size_t hand;                  /* next frame the hand looks at           */
     size_t span;                  /* slots [0, span) were ever handed out   */
     size_t used;                  /* frames holding or being given a page   */
+    size_t missing;               /* blocks of those frames not in memory:
+                                     pages read in part (fault.c)           */
     size_t limit;                 /* budget in pages                        */
     size_t pinned;                /* pages with pins > 0                    */
-    size_t peak;                  /* highest `used`                         */
+    size_t peak;                  /* highest memory in use, in blocks       */
     bool overrun_said;            /* the over-budget line was printed       */
 
     /* I/O buffers for the fault path */
@@ -267,8 +274,17 @@ int upager__clock_init(size_t limit);
  * A caller that holds frames already (a read-ahead run) must not wait:
  * threads holding frames and waiting for more could take the whole budget. */
 int upager__frame_get(size_t page, size_t *frame, bool wait);
+/* The same for a page read in part: the frame holds `blocks` blocks. */
+int upager__frame_get_blocks(size_t page, size_t *frame, bool wait, size_t blocks);
+/* A page read in part (locked by the caller) takes `blocks` more blocks
+ * of memory, evicting others to make room: 0 or ENOMEM. */
+int upager__frame_charge(size_t blocks);
+void upager__frame_uncharge(size_t blocks); /* ... gives them back */
+size_t upager__clock_memory(void);        /* blocks in memory; clock_lock held */
 void upager__clock_signal(void);          /* a frame or a pin came free */
-void upager__frame_put(size_t frame);     /* caller holds the page's lock */
+/* Frees a frame whose page (locked by the caller) has `missing` blocks
+ * not in memory (page_missing). */
+void upager__frame_put(size_t frame, size_t missing);
 int upager__evict_locked(size_t page);    /* caller holds the page's lock */
 int upager__clock_shrink(size_t limit);   /* evict down to limit pages    */
 void upager__clock_reclaim(void); /* an I/O thread: free the reserve of frames */

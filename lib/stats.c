@@ -38,8 +38,8 @@ int upager_get_stats(struct upager_stats *out)
     s.allocated_bytes = upager__alloc_allocated_bytes(); /* thread caches too */
     s.page_size = g->page_size;
     upager__lock(&g->clock_lock);
-    s.resident_bytes = g->used * g->page_size;
-    s.peak_resident_bytes = g->peak * g->page_size;
+    s.resident_bytes = upager__clock_memory() << g->block_shift;
+    s.peak_resident_bytes = g->peak << g->block_shift;
     s.budget_bytes = g->limit * g->page_size;
     s.pinned_bytes = (uint64_t)g->pinned * g->page_size;
     upager__unlock(&g->clock_lock);

@@ -574,7 +574,6 @@ START_TEST(test_part_second_block_then_whole)
     tu_env("1M", "65536");
     size_t ps = tu_init();
     unsigned char *p = filled_and_evicted(len, 42);
-    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
     unsigned char *q = p + 5 * ps;
     struct upager__page *pg = PG(ADDR_PAGE(q));
     tu_stats(&s0);
@@ -597,6 +596,23 @@ START_TEST(test_part_second_block_then_whole)
     ck_assert_int_eq(read_byte(r + 5 * 4096), tu_pattern_byte(9 * ps + 5 * 4096, 42));
     ck_assert_uint_eq(PG(ADDR_PAGE(r))->blocks, 0);
     size_t bad = tu_pattern_check(r, 9 * ps, ps, 42);
+    ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
+    /* Under UPAGER_ADVICE_RANDOM, blocks only: neighbours and a third
+     * block are read alone too, and the last one read makes it whole. */
+    unsigned char *t = p + 20 * ps;
+    ck_assert_int_eq(upager_advise(t, ps, UPAGER_ADVICE_RANDOM), 0);
+    tu_stats(&s0);
+    for (unsigned blk = 0; blk < 16; blk++) {
+        unsigned k = (blk * 7 + 1) % 16; /* 1, 8, 15, 6, ... */
+        ck_assert_int_eq(read_byte(t + k * 4096 + 5), tu_pattern_byte(20 * ps + k * 4096 + 5, 42));
+        if (blk < 15)
+            ck_assert_uint_eq(__builtin_popcount(PG(ADDR_PAGE(t))->blocks), blk + 1);
+    }
+    ck_assert_uint_eq(PG(ADDR_PAGE(t))->blocks, 0);
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.bytes_read - s0.bytes_read, ps);
+    ck_assert_uint_eq(s1.major_faults - s0.major_faults, 16);
+    bad = tu_pattern_check(t, 20 * ps, ps, 42);
     ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
 }
 END_TEST
@@ -689,6 +705,46 @@ START_TEST(test_part_file_tail)
     ck_assert_int_eq(upager_unmap(map), 0);
     unlink(path);
     free(path);
+}
+END_TEST
+
+/* The budget counts the memory a page read in part holds, not its frame:
+ * 64 pages read in part (a block each) stay resident under a budget of
+ * 16 pages, and read again they cost no I/O; made whole, they are evicted
+ * down to the budget. */
+START_TEST(test_part_budget_in_blocks)
+{
+    const size_t len = 8 * TU_MIB;
+    struct upager_stats s0, s1;
+    tu_env("1M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = filled_and_evicted(len, 47);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
+    for (size_t k = 0; k < 64; k++) {
+        size_t off = 2 * k * ps + (k % 16) * 4096 + 9;
+        ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 47));
+    }
+    tu_stats(&s0);
+    ck_assert_uint_eq(s0.resident_bytes, 64 * 4096);
+    size_t resident = 0;
+    for (size_t k = 0; k < 64; k++)
+        resident += PG(ADDR_PAGE(p + 2 * k * ps))->state == PAGE_RESIDENT;
+    ck_assert_uint_eq(resident, 64); /* four times the budget's 16 pages */
+    for (size_t k = 0; k < 64; k++) {
+        size_t off = 2 * k * ps + (k % 16) * 4096 + 11;
+        ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 47));
+    }
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.major_faults, s0.major_faults);
+    ck_assert_uint_eq(s1.bytes_read, s0.bytes_read);
+    for (size_t k = 0; k < 64; k++) {
+        size_t bad = tu_pattern_check(p + 2 * k * ps, 2 * k * ps, ps, 47);
+        ck_assert_msg(bad == (size_t)-1, "page %zu differs at %zu", 2 * k, bad);
+    }
+    tu_stats(&s1);
+    ck_assert_uint_le(s1.resident_bytes, s1.budget_bytes);
+    ck_assert_uint_le(s1.peak_resident_bytes, s1.budget_bytes);
+    ck_assert_uint_gt(s1.evictions, s0.evictions);
 }
 END_TEST
 
@@ -809,6 +865,7 @@ Suite *fault_suite(void)
     tcase_add_loop_test(tc, test_part_write, 0, 2);
     tcase_add_test(tc, test_part_pin_then_syscall);
     tcase_add_test(tc, test_part_file_tail);
+    tcase_add_test(tc, test_part_budget_in_blocks);
     tcase_add_test(tc, test_part_threads_integrity);
     suite_add_tcase(s, tc);
 

@@ -402,9 +402,10 @@ static void *same_page_main(void *arg)
         unsigned char *page = sp.target + (size_t)k * ps;
         size_t page_off = (size_t)k * ps;
 
-        if (t == 0) /* push every target page out of memory */
+        if (t == 0) /* push every target page out of memory: every 4K, so
+                       that the pages come in whole, not a block each */
             tu_touch_read(sp.flush + (size_t)(r % 2) * (FLUSH_PAGES / 2) * ps,
-                          (FLUSH_PAGES / 2) * ps, ps);
+                          (FLUSH_PAGES / 2) * ps, 4096);
         pthread_barrier_wait(&sp.start);
 
         uint64_t seed = sp.page_seed[k], new_seed = 1000 + (uint64_t)r;
