@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,33 @@ static int cmp_dbl(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Two threads reading random 4K blocks at once: what the device gives
+ * with two requests in flight, against one (the ceiling of two threads
+ * faulting on independent pages). */
+struct qd2 {
+    int fd;
+    size_t slots;
+    int n;
+    uint64_t seed;
+    int err;
+};
+
+static void *qd2_main(void *arg)
+{
+    struct qd2 *q = arg;
+    void *b = NULL;
+    if (posix_memalign(&b, 4096, 4096) != 0) {
+        q->err = ENOMEM;
+        return NULL;
+    }
+    struct rng r = {q->seed};
+    for (int i = 0; i < q->n && !q->err; i++)
+        if (pread(q->fd, b, 4096, (off_t)(rng_below(&r, q->slots) * 4096)) != 4096)
+            q->err = errno ? errno : EIO;
+    free(b);
+    return NULL;
+}
+
 void bench_wl_device(void)
 {
     const size_t fsize = device_file_size(), chunk = MiB;
@@ -298,6 +326,26 @@ void bench_wl_device(void)
         p->aux[2] = p->sec / nreads * 1e6;
         bench_child_send();
     }
+    if (bench_res->nph < MAXPH) {
+        struct qd2 q[2];
+        pthread_t t[2];
+        double t0 = bench_now();
+        int started = 0;
+        for (int i = 0; i < 2; i++) {
+            q[i] = (struct qd2){fd, fsize / 4096, nreads, SEED + 1 + (uint64_t)i, 0};
+            started += pthread_create(&t[i], NULL, qd2_main, &q[i]) == 0;
+        }
+        for (int i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+        if (started == 2 && !q[0].err && !q[1].err) {
+            struct phase *p = &bench_res->ph[bench_res->nph++];
+            memset(p, 0, sizeof *p);
+            snprintf(p->name, sizeof p->name, "rand2t");
+            p->sec = bench_now() - t0;
+            p->ops = (uint64_t)(2 * nreads);
+            bench_child_send();
+        }
+    }
     free(lat);
     free(buf);
     close(fd);
@@ -306,7 +354,7 @@ void bench_wl_device(void)
 /* In the parent: medians over the runs. */
 static struct dev_agg { size_t size; double med, p99; } dev_rand[6];
 static int ndev_rand;
-static double dev_seq_mibps, dev_write_mibps;
+static double dev_seq_mibps, dev_write_mibps, dev_qd2; /* reads/s, 2 in flight / 1 */
 
 static double phase_median(const char *name, int aux, bool rate)
 {
@@ -343,6 +391,21 @@ void bench_device_summary(FILE *tsv)
         if (med > 0)
             dev_rand[ndev_rand++] = (struct dev_agg){dev_sizes[k], med, p99};
     }
+    {
+        double v2[256], v1[256];
+        int n2 = 0, n1 = 0;
+        for (int i = 0; i < bench_nruns; i++) {
+            if (bench_runs[i].wl != WL_DEVICE)
+                continue;
+            const struct phase *a = bench_find_phase(&bench_runs[i], "rand2t");
+            const struct phase *o = bench_find_phase(&bench_runs[i], "rand4096");
+            if (a && !a->bad && a->sec > 0 && n2 < 256)
+                v2[n2++] = (double)a->ops / a->sec;
+            if (o && !o->bad && o->sec > 0 && n1 < 256)
+                v1[n1++] = (double)o->ops / o->sec;
+        }
+        dev_qd2 = n2 && n1 ? bench_median(v2, n2) / bench_median(v1, n1) : 0;
+    }
     char b[32];
     printf("\n== device: O_DIRECT on a file of %s in %s ==\n",
            bench_fmt_size(b, sizeof b, (double)device_file_size()), bench_opt.dir);
@@ -365,9 +428,14 @@ void bench_device_summary(FILE *tsv)
         fprintf(tsv, "device\trand_read\t%zu\t%.2f\t%.2f\tus\n", dev_rand[k].size, dev_rand[k].med,
                 dev_rand[k].p99);
     }
+    if (dev_qd2 > 0) {
+        printf("   random 4K reads, two threads at once: x%.2f the reads per second of one\n", dev_qd2);
+        fprintf(tsv, "device\trand_read_2_threads_over_1\t4096\t%.3f\t\tratio\n", dev_qd2);
+    }
 }
 
 double bench_device_seq_mibps(void) { return dev_seq_mibps; }
+double bench_device_qd2(void) { return dev_qd2; }
 
 /* The device's median latency for a random read of `bytes` (an average
  * read size, not a measured one): interpolated between the sizes measured

@@ -249,6 +249,7 @@ void bench_floor_summary(FILE *tsv);
 void bench_device_summary(FILE *tsv);
 /* The device's figures (medians over the runs), 0 when not measured. */
 double bench_device_seq_mibps(void);
+double bench_device_qd2(void); /* random 4K reads/s, two threads / one; 0: not measured */
 bool bench_device_rand_at(double bytes, double *median); /* interpolated */
 bool bench_device_rand_us(size_t size, double *median, double *p99);
 

@@ -407,12 +407,17 @@ void bench_targets13(FILE *tsv)
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) {
         if (!(bench_opt.wl_mask & B(sc[i].w1)) || !(bench_opt.wl_mask & B(sc[i].w2)))
             continue;
-        char name[64], peers[96] = "";
+        char name[64], peers[160] = "";
         snprintf(name, sizeof name, "i13_threads_%s", sc[i].key);
         struct agg k1, k2;
         if (bench_aggregate(sc[i].w1, SYS_KMMAP, -1, sc[i].ph, &k1) && k1.n &&
             bench_aggregate(sc[i].w2, SYS_KMMAP, -1, sc[i].ph, &k2) && k2.n)
             snprintf(peers, sizeof peers, "; kernel %.2f", k1.med / k2.med);
+        if (bench_device_qd2() > 0 && i == 0) {
+            size_t l = strlen(peers);
+            snprintf(peers + l, sizeof peers - l, "; the device, 2 reads in flight / 1: %.2f",
+                     bench_device_qd2());
+        }
         if (bench_aggregate(sc[i].w1, SYS_UPAGER, -1, sc[i].ph, &a) && a.n &&
             bench_aggregate(sc[i].w2, SYS_UPAGER, -1, sc[i].ph, &b) && b.n) {
             double x = a.med / b.med;
