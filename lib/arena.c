@@ -4,10 +4,11 @@
  * The arena is MAP_SHARED, PROT_NONE, MAP_NORESERVE mappings of memfds, one
  * per shard of the arena (up to UPAGER__NSHARD), back to back.  The memfds
  * hold the frames: a page is resident when its range of the memfd is
- * allocated.  The fault path fills a frame through the memfd's file
- * descriptor while the arena page is still inaccessible, and only then
- * opens the page; so no thread can see a page half-loaded.  Punching a
- * hole in the memfd gives a frame back.
+ * allocated.  The fault path fills a frame through a second, writable
+ * mapping of the same memfds (the view, which the program is never given)
+ * while the arena page is still inaccessible, and only then opens the
+ * page; so no thread can see a page half-loaded.  Punching a hole in the
+ * memfd gives a frame back, from both mappings.
  *
  * The address space is one sorted list of free runs over the whole arena:
  * an allocation may be as large as the largest free run, across shards.
@@ -59,6 +60,31 @@ static size_t sys_page;     /* the system's page size */
 #define GR(i) (&upager__g.groups[(i) / GROUP])
 #define GROUP_LIVE(gr) (__atomic_load_n(&(gr)->kind, __ATOMIC_ACQUIRE) != OWNER_NONE)
 
+/* The frames a second time, writable, at another address that the program
+ * is never given: store reads land there directly (one DMA with O_DIRECT,
+ * no copy through a buffer) and write-backs go from there, while the
+ * arena's page stays PROT_NONE or read-only.  A hole punch drops the
+ * frame from both.  NULL when it cannot be had: io.c then goes through
+ * its buffers. */
+bool upager__no_view; /* tests: set before start-up to use the I/O buffers */
+
+static char *map_view(size_t bytes, size_t slice, unsigned nshard)
+{
+    struct upager__global *g = &upager__g;
+    char *v = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (v == MAP_FAILED)
+        return NULL;
+    for (unsigned i = 0; i < nshard; i++) {
+        if (mmap(v + (size_t)i * slice, slice, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_FIXED | MAP_NORESERVE, g->memfd[i], 0) == MAP_FAILED) {
+            munmap(v, bytes);
+            return NULL;
+        }
+    }
+    madvise(v, bytes, MADV_DONTFORK);
+    return v;
+}
+
 int upager__arena_init(void)
 {
     struct upager__global *g = &upager__g;
@@ -95,6 +121,7 @@ int upager__arena_init(void)
     }
     /* A child of fork must not reach the parent's frames: it gets no arena. */
     madvise(base, bytes, MADV_DONTFORK);
+    g->view = upager__no_view ? NULL : map_view(bytes, slice, nshard);
 
     size_t npages = bytes / ps;
     size_t ngroups = (npages + GROUP - 1) / GROUP;

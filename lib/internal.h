@@ -199,6 +199,8 @@ struct upager__global {
     unsigned block_shift;         /* blocks of a page read in part (fault.c) */
     unsigned nblocks;             /* blocks per page; 1: pages read whole   */
     char *base;                   /* first arena byte                       */
+    char *view;                   /* the memfds again, writable, for I/O
+                                     only (io.c); NULL: through I/O buffers */
     size_t npages;                /* arena pages                            */
     int memfd[UPAGER__NSHARD];    /* the frames; the arena maps them        */
     unsigned nshard;              /* memfds in use                          */
@@ -243,6 +245,7 @@ extern struct upager__global upager__g;
 #define FRAME_NONE ((size_t)-1)
 #define PG(i) (&upager__g.pages[(i)])
 #define PAGE_ADDR(i) (upager__g.base + ((size_t)(i) << upager__g.page_shift))
+#define VIEW(i) (upager__g.view + ((size_t)(i) << upager__g.page_shift))
 #define ADDR_PAGE(a) ((size_t)((const char *)(a) - upager__g.base) >> upager__g.page_shift)
 #define IN_ARENA(a)                                                        \
     ((const char *)(a) >= upager__g.base &&                                \
@@ -292,6 +295,8 @@ int upager__writeback_locked(size_t page);/* write a dirty page, keep it  */
 
 /* fault.c */
 int upager__fault_install(void);
+extern bool upager__no_view; /* tests: set before start-up: I/O through
+                                 the buffers, not the view (arena.c) */
 extern bool upager__fault_no_context; /* tests: set before start-up to use
                                          the retry rule instead of the
                                          fault's context */

@@ -9,12 +9,17 @@
  *                batches, and read-ahead served asynchronously
  *   readahead.c  when to read ahead, and how far
  *
- * A frame is reached through its memfd, never through the arena: the arena
- * page stays PROT_NONE while it is filled (nobody sees it half-loaded) and
- * while it is written back (nobody changes it meanwhile), and a system
- * call never touches a PROT_NONE page.  Store bytes go through an I/O
- * buffer: store -> buffer -> memfd on a load, memfd -> buffer -> store on a
- * write-back.
+ * A frame is reached through the view (arena.c: the memfds mapped a second
+ * time, writable, at an address the program never sees), never through the
+ * arena: the arena page stays PROT_NONE while it is filled (nobody sees it
+ * half-loaded) and while it is written back (nobody changes it meanwhile),
+ * and a system call never touches a PROT_NONE page.  A load is one read
+ * from the store straight into the frames (with O_DIRECT, the device's DMA
+ * and no copy at all); a write-back is one write from them.  The kernel
+ * then holds the view's entries, which would count each frame twice in the
+ * process's RSS: they are dropped after each transfer (view_done).  Where
+ * the view cannot be had, store bytes go through an I/O buffer: store ->
+ * buffer -> memfd on a load, memfd -> buffer -> store on a write-back.
  *
  * Everything here is async-signal-safe (the fault path loads pages): system
  * calls, atomics and futexes on buffers allocated at start-up.
@@ -23,6 +28,7 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -59,7 +65,12 @@ void upager__bounce_put(char *b)
 
 size_t upager__io_run_max(void)
 {
-    return upager__g.bounce_size >> upager__g.page_shift;
+    struct upager__global *g = &upager__g;
+    size_t n = g->bounce_size >> g->page_shift;
+    /* Through the view no buffer bounds a read: the read-ahead does. */
+    if (g->view && n < (size_t)g->readahead + 1)
+        n = (size_t)g->readahead + 1 > 64 ? 64 : (size_t)g->readahead + 1;
+    return n;
 }
 
 /* ---- where a page lives in its store -------------------------------- */
@@ -83,6 +94,17 @@ struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len
 
 /* ---- loads ------------------------------------------------------------ */
 
+/* The I/O through the view (arena.c) left entries in its page tables: the
+ * kernel counts a frame mapped twice twice in the process's RSS (and in
+ * the OOM killer's score), so they are dropped at once.  On a shared
+ * mapping MADV_DONTNEED drops the entries only, never the frames. */
+static void view_done(char *at, size_t len)
+{
+    int saved = errno;
+    madvise(at, len, MADV_DONTNEED);
+    errno = saved;
+}
+
 int upager__io_read_run(size_t page, size_t run)
 {
     struct upager__global *g = &upager__g;
@@ -92,16 +114,22 @@ int upager__io_read_run(size_t page, size_t run)
     struct upager__store *s = upager__page_store(page, &off, &len);
     upager__page_store(page + run - 1, &off_last, &len_last);
     size_t total = (size_t)(off_last - off) + len_last; /* bytes the store has */
-    char *b = upager__bounce_get();
     int err = 0;
-    if (total)
-        err = s->ops->read(s, b, s->direct ? run * ps : total, off);
-    if (!err) {
-        if (total < run * ps && !s->direct)
-            memset(b + total, 0, run * ps - total);
-        err = upager__frame_fill(page, b, run);
+    if (g->view) { /* straight into the frames; past `total` they are holes */
+        if (total)
+            err = s->ops->read(s, VIEW(page), s->direct ? run * ps : total, off);
+        view_done(VIEW(page), run * ps);
+    } else {
+        char *b = upager__bounce_get();
+        if (total)
+            err = s->ops->read(s, b, s->direct ? run * ps : total, off);
+        if (!err) {
+            if (total < run * ps && !s->direct)
+                memset(b + total, 0, run * ps - total);
+            err = upager__frame_fill(page, b, run);
+        }
+        upager__bounce_put(b);
     }
-    upager__bounce_put(b);
     if (err)
         atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
     else
@@ -117,16 +145,22 @@ int upager__io_read_block(size_t page, unsigned blk)
     size_t len;
     struct upager__store *s = upager__page_store(page, &off, &len);
     size_t have = len > at ? (len - at < bs ? len - at : bs) : 0; /* bytes the store has */
-    char *b = upager__bounce_get();
     int err = 0;
-    if (have)
-        err = s->ops->read(s, b, s->direct ? bs : have, off + at);
-    if (!err) {
-        if (have < bs && !(have && s->direct))
-            memset(b + have, 0, bs - have);
-        err = upager__frame_fill_at(page, at, b, bs);
+    if (g->view) {
+        if (have)
+            err = s->ops->read(s, VIEW(page) + at, s->direct ? bs : have, off + at);
+        view_done(VIEW(page) + at, bs);
+    } else {
+        char *b = upager__bounce_get();
+        if (have)
+            err = s->ops->read(s, b, s->direct ? bs : have, off + at);
+        if (!err) {
+            if (have < bs && !(have && s->direct))
+                memset(b + have, 0, bs - have);
+            err = upager__frame_fill_at(page, at, b, bs);
+        }
+        upager__bounce_put(b);
     }
-    upager__bounce_put(b);
     if (err)
         atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
     else
@@ -180,8 +214,8 @@ int upager__io_write_run(size_t page, size_t run, bool *ok)
     size_t total = (size_t)(off_last - off) + len_last;
     for (size_t i = 0; i < run; i++)
         ok[i] = false;
-    char *b = upager__bounce_get();
-    int first = upager__frame_read(page, b, run);
+    char *b = g->view ? VIEW(page) : upager__bounce_get();
+    int first = g->view ? 0 : upager__frame_read(page, b, run);
     size_t written = 0, bytes = 0;
     if (!first && run > 1 && s->ops->write_many) {
         /* One extent per page: a store that keeps pages apart (Redis)
@@ -223,7 +257,10 @@ int upager__io_write_run(size_t page, size_t run, bool *ok)
             bytes = total;
         }
     }
-    upager__bounce_put(b);
+    if (g->view)
+        view_done(b, run * ps);
+    else
+        upager__bounce_put(b);
     if (first)
         write_failed(page, first);
     atomic_fetch_add_explicit(&g->st.writebacks, written, memory_order_relaxed);

@@ -818,6 +818,53 @@ START_TEST(test_part_threads_integrity)
 }
 END_TEST
 
+/* ---- the two I/O paths ------------------------------------------------ */
+
+/* The same data through both I/O paths (_i 0: store reads straight into
+ * the frames through the view; _i 1: through the I/O buffers and the
+ * memfd): written back and read again whole, in blocks, from a mapped
+ * file; and with the view, the process's RSS does not count the frames
+ * twice. */
+START_TEST(test_io_paths)
+{
+    const size_t len = 32 * TU_MIB;
+    upager__no_view = _i == 1;
+    char *path = tu_make_file("iopath", 3 * 65536 + 5000, 50);
+    tu_env("4M", "65536");
+    size_t ps = tu_init();
+    ck_assert(_i == 1 ? upager__g.view == NULL : upager__g.view != NULL);
+    unsigned char *tiny = upager_malloc(16);
+    ck_assert_ptr_nonnull(tiny);
+    tiny[0] = 1;
+    size_t rss0 = tu_rss();
+    tu_reset_hwm();
+    unsigned char *p = filled_and_evicted(len, 51);
+    size_t bad = tu_pattern_check(p, 0, len, 51); /* whole pages, read ahead */
+    ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
+    size_t hwm = tu_hwm();
+    ck_assert_msg(hwm <= rss0 + 4 * TU_MIB + 2 * TU_MIB,
+                  "VmHWM %zu KiB > RSS at start %zu KiB + budget 4 MiB + 2 MiB", hwm >> 10,
+                  rss0 >> 10);
+    unsigned char *q = filled_and_evicted(len, 52);
+    ck_assert_int_eq(upager_advise(q, len, UPAGER_ADVICE_RANDOM), 0);
+    for (size_t k = 0; k < 64; k++) { /* blocks */
+        size_t off = (k * 29 % (len / ps)) * ps + (k % 16) * 4096 + 77;
+        ck_assert_int_eq(read_byte(q + off), tu_pattern_byte(off, 52));
+    }
+    unsigned char *map = upager_map_file(path, 0, UPAGER_MAP_READ);
+    ck_assert_ptr_nonnull(map);
+    bad = tu_pattern_check(map, 0, 3 * 65536 + 5000, 50);
+    ck_assert_msg(bad == (size_t)-1, "the mapped file differs at %zu", bad);
+    ck_assert_int_eq(read_byte(map + 3 * 65536 + 5000), 0);
+    struct upager_stats s;
+    tu_stats(&s);
+    ck_assert_uint_eq(s.io_errors, 0);
+    ck_assert_int_eq(upager_unmap(map), 0);
+    unlink(path);
+    free(path);
+}
+END_TEST
+
 Suite *fault_suite(void)
 {
     Suite *s = suite_create("fault");
@@ -867,6 +914,7 @@ Suite *fault_suite(void)
     tcase_add_test(tc, test_part_file_tail);
     tcase_add_test(tc, test_part_budget_in_blocks);
     tcase_add_test(tc, test_part_threads_integrity);
+    tcase_add_loop_test(tc, test_io_paths, 0, 2);
     suite_add_tcase(s, tc);
 
     return s;
