@@ -199,8 +199,8 @@ struct upager__global {
     unsigned block_shift;         /* blocks of a page read in part (fault.c) */
     unsigned nblocks;             /* blocks per page; 1: pages read whole   */
     char *base;                   /* first arena byte                       */
-    char *view;                   /* the memfds again, writable, for I/O
-                                     only (io.c); NULL: through I/O buffers */
+    char *view;                   /* the memfds again, for write-backs only
+                                     (io.c); NULL: through I/O buffers     */
     size_t npages;                /* arena pages                            */
     int memfd[UPAGER__NSHARD];    /* the frames; the arena maps them        */
     unsigned nshard;              /* memfds in use                          */

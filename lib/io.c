@@ -9,17 +9,23 @@
  *                batches, and read-ahead served asynchronously
  *   readahead.c  when to read ahead, and how far
  *
- * A frame is reached through the view (arena.c: the memfds mapped a second
- * time, writable, at an address the program never sees), never through the
- * arena: the arena page stays PROT_NONE while it is filled (nobody sees it
- * half-loaded) and while it is written back (nobody changes it meanwhile),
- * and a system call never touches a PROT_NONE page.  A load is one read
- * from the store straight into the frames (with O_DIRECT, the device's DMA
- * and no copy at all); a write-back is one write from them.  The kernel
- * then holds the view's entries, which would count each frame twice in the
- * process's RSS: they are dropped after each transfer (view_done).  Where
- * the view cannot be had, store bytes go through an I/O buffer: store ->
- * buffer -> memfd on a load, memfd -> buffer -> store on a write-back.
+ * A frame is reached through its memfd or through the view (arena.c: the
+ * memfds mapped a second time, at an address the program never sees),
+ * never through the arena: the arena page stays PROT_NONE while it is
+ * filled (nobody sees it half-loaded) and while it is written back (nobody
+ * changes it meanwhile), and a system call never touches a PROT_NONE page.
+ *
+ * A load reads the store into an I/O buffer (with O_DIRECT, the device's
+ * DMA: no copy) and writes the buffer into the frames through the memfd:
+ * one copy.  Reading straight into the frames through the view was
+ * measured too, and is slower: the kernel must fault in and zero each 4K
+ * of the view before the DMA, and drop the entries after, where the memfd
+ * write allocates the frames in one pass.  A write-back writes the frames
+ * to the store straight from the view (with O_DIRECT, DMA: no copy); the
+ * frames exist, so nothing is allocated.  The entries that write leaves
+ * in the view would count each frame twice in the process's RSS: they are
+ * dropped after each write (view_done).  Where the view cannot be had, a
+ * write-back goes memfd -> buffer -> store.
  *
  * Everything here is async-signal-safe (the fault path loads pages): system
  * calls, atomics and futexes on buffers allocated at start-up.
@@ -65,12 +71,7 @@ void upager__bounce_put(char *b)
 
 size_t upager__io_run_max(void)
 {
-    struct upager__global *g = &upager__g;
-    size_t n = g->bounce_size >> g->page_shift;
-    /* Through the view no buffer bounds a read: the read-ahead does. */
-    if (g->view && n < (size_t)g->readahead + 1)
-        n = (size_t)g->readahead + 1 > 64 ? 64 : (size_t)g->readahead + 1;
-    return n;
+    return upager__g.bounce_size >> upager__g.page_shift;
 }
 
 /* ---- where a page lives in its store -------------------------------- */
@@ -94,7 +95,7 @@ struct upager__store *upager__page_store(size_t page, uint64_t *off, size_t *len
 
 /* ---- loads ------------------------------------------------------------ */
 
-/* The I/O through the view (arena.c) left entries in its page tables: the
+/* A write through the view (arena.c) left entries in its page tables: the
  * kernel counts a frame mapped twice twice in the process's RSS (and in
  * the OOM killer's score), so they are dropped at once.  On a shared
  * mapping MADV_DONTNEED drops the entries only, never the frames. */
@@ -114,22 +115,16 @@ int upager__io_read_run(size_t page, size_t run)
     struct upager__store *s = upager__page_store(page, &off, &len);
     upager__page_store(page + run - 1, &off_last, &len_last);
     size_t total = (size_t)(off_last - off) + len_last; /* bytes the store has */
+    char *b = upager__bounce_get();
     int err = 0;
-    if (g->view) { /* straight into the frames; past `total` they are holes */
-        if (total)
-            err = s->ops->read(s, VIEW(page), s->direct ? run * ps : total, off);
-        view_done(VIEW(page), run * ps);
-    } else {
-        char *b = upager__bounce_get();
-        if (total)
-            err = s->ops->read(s, b, s->direct ? run * ps : total, off);
-        if (!err) {
-            if (total < run * ps && !s->direct)
-                memset(b + total, 0, run * ps - total);
-            err = upager__frame_fill(page, b, run);
-        }
-        upager__bounce_put(b);
+    if (total)
+        err = s->ops->read(s, b, s->direct ? run * ps : total, off);
+    if (!err) {
+        if (total < run * ps && !s->direct)
+            memset(b + total, 0, run * ps - total);
+        err = upager__frame_fill(page, b, run);
     }
+    upager__bounce_put(b);
     if (err)
         atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
     else
@@ -145,22 +140,16 @@ int upager__io_read_block(size_t page, unsigned blk)
     size_t len;
     struct upager__store *s = upager__page_store(page, &off, &len);
     size_t have = len > at ? (len - at < bs ? len - at : bs) : 0; /* bytes the store has */
+    char *b = upager__bounce_get();
     int err = 0;
-    if (g->view) {
-        if (have)
-            err = s->ops->read(s, VIEW(page) + at, s->direct ? bs : have, off + at);
-        view_done(VIEW(page) + at, bs);
-    } else {
-        char *b = upager__bounce_get();
-        if (have)
-            err = s->ops->read(s, b, s->direct ? bs : have, off + at);
-        if (!err) {
-            if (have < bs && !(have && s->direct))
-                memset(b + have, 0, bs - have);
-            err = upager__frame_fill_at(page, at, b, bs);
-        }
-        upager__bounce_put(b);
+    if (have)
+        err = s->ops->read(s, b, s->direct ? bs : have, off + at);
+    if (!err) {
+        if (have < bs && !(have && s->direct))
+            memset(b + have, 0, bs - have);
+        err = upager__frame_fill_at(page, at, b, bs);
     }
+    upager__bounce_put(b);
     if (err)
         atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
     else

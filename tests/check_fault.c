@@ -820,11 +820,10 @@ END_TEST
 
 /* ---- the two I/O paths ------------------------------------------------ */
 
-/* The same data through both I/O paths (_i 0: store reads straight into
- * the frames through the view; _i 1: through the I/O buffers and the
- * memfd): written back and read again whole, in blocks, from a mapped
- * file; and with the view, the process's RSS does not count the frames
- * twice. */
+/* The same data through both write-back paths (_i 0: straight from the
+ * frames through the view; _i 1: through the memfd and an I/O buffer):
+ * written back and read again whole, in blocks, from a mapped file; and
+ * with the view, the process's RSS does not count the frames twice. */
 START_TEST(test_io_paths)
 {
     const size_t len = 32 * TU_MIB;
