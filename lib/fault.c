@@ -489,10 +489,13 @@ static void open_window(size_t page)
 int upager__page_in_locked(size_t page, bool counted)
 {
     struct upager__global *g = &upager__g;
-    if (PG(page)->state == PAGE_EMPTY)
+    struct upager__page *p = PG(page);
+    if (p->state == PAGE_EMPTY)
         return open_empty(page, false, 1);
-    int err = PG(page)->state == PAGE_RESIDENT ? complete_page(page, false)
-                                               : load_run(page, 1, LOAD_READ);
+    if (p->state == PAGE_RESIDENT && !p->blocks)
+        return 0; /* whole already: never read over it */
+    int err = p->state == PAGE_RESIDENT ? complete_page(page, false)
+                                        : load_run(page, 1, LOAD_READ);
     if (!err && counted)
         atomic_fetch_add_explicit(&g->st.major_faults, 1, memory_order_relaxed);
     return err;
