@@ -596,6 +596,19 @@ static void raise_sigbus(const void *addr, int err)
     syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), SIGBUS, &si);
 }
 
+/* The retry rule (above): notes the fault's address and the page's
+ * generation, after the protection change that gave `err`, and lets the
+ * access run again.  Precondition: the page's lock held; dropped here. */
+static int run_again(void *addr, struct upager__page *p, int err)
+{
+    retry_addr = addr;
+    retry_gen = p->gen;
+    upager__unlock(&p->lock);
+    if (err)
+        raise_sigbus(addr, err);
+    return 1;
+}
+
 /* Resolves a fault at addr, whose access type is acc.  Returns 1 when the
  * access may run again, 0 when the fault is genuine. */
 static int fault(void *addr, int acc)
@@ -640,13 +653,7 @@ static int fault(void *addr, int acc)
                 if (!(retry_addr == addr && retry_gen == p->gen)) {
                     /* A read of a block not open, or a write: open it
                      * and see (the retry rule). */
-                    err = open_blocks(page, b);
-                    retry_addr = addr;
-                    retry_gen = p->gen;
-                    upager__unlock(&p->lock);
-                    if (err)
-                        raise_sigbus(addr, err);
-                    return 1;
+                    return run_again(addr, p, open_blocks(page, b));
                 }
                 if (p->flags & PF_RDONLY)
                     goto read_only;
@@ -683,13 +690,7 @@ static int fault(void *addr, int acc)
         if (acc == ACCESS_UNKNOWN && !(retry_addr == addr && retry_gen == p->gen)) {
             /* Readable and clean: a read that raced a load, or a write.
              * Run it again and see (the retry rule, above). */
-            err = upager__protect(page, 1, PROT_READ);
-            retry_addr = addr;
-            retry_gen = p->gen;
-            upager__unlock(&p->lock);
-            if (err)
-                raise_sigbus(addr, err);
-            return 1;
+            return run_again(addr, p, upager__protect(page, 1, PROT_READ));
         }
         /* A write to a readable, clean page: its first write. */
         if (p->flags & PF_RDONLY)

@@ -106,15 +106,24 @@ static void view_done(char *at, size_t len)
     errno = saved;
 }
 
+/* The store of pages [page, page+run), their offset there, and the bytes
+ * it has of them (less than run pages at the end of a mapped file). */
+static struct upager__store *run_extent(size_t page, size_t run, uint64_t *off, size_t *total)
+{
+    uint64_t off_last;
+    size_t len, len_last;
+    struct upager__store *s = upager__page_store(page, off, &len);
+    upager__page_store(page + run - 1, &off_last, &len_last);
+    *total = (size_t)(off_last - *off) + len_last;
+    return s;
+}
+
 int upager__io_read_run(size_t page, size_t run)
 {
     struct upager__global *g = &upager__g;
-    size_t ps = g->page_size;
-    uint64_t off, off_last;
-    size_t len, len_last;
-    struct upager__store *s = upager__page_store(page, &off, &len);
-    upager__page_store(page + run - 1, &off_last, &len_last);
-    size_t total = (size_t)(off_last - off) + len_last; /* bytes the store has */
+    size_t ps = g->page_size, total;
+    uint64_t off;
+    struct upager__store *s = run_extent(page, run, &off, &total);
     char *b = upager__bounce_get();
     int err = 0;
     if (total)
@@ -195,12 +204,9 @@ static void write_failed(size_t page, int err)
 int upager__io_write_run(size_t page, size_t run, bool *ok)
 {
     struct upager__global *g = &upager__g;
-    size_t ps = g->page_size;
-    uint64_t off, off_last;
-    size_t len, len_last;
-    struct upager__store *s = upager__page_store(page, &off, &len);
-    upager__page_store(page + run - 1, &off_last, &len_last);
-    size_t total = (size_t)(off_last - off) + len_last;
+    size_t ps = g->page_size, total;
+    uint64_t off;
+    struct upager__store *s = run_extent(page, run, &off, &total);
     for (size_t i = 0; i < run; i++)
         ok[i] = false;
     char *b = g->view ? VIEW(page) : upager__bounce_get();
