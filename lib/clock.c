@@ -22,9 +22,13 @@
  *                          +-- fault: read --> COOLED -- hand again --> evict
  *
  * Invariants
- *  1. used <= limit, except while write-backs fail (one line says so).
+ *  1. The memory of the resident pages (upager__clock_memory, in blocks:
+ *     a page read in part counts the blocks it holds) stays within the
+ *     budget, except while write-backs fail (one line says so).
  *  2. A RESIDENT page is accessible iff PF_REF, writable iff PF_REF and
- *     PF_DIRTY; a page that is not RESIDENT is PROT_NONE with no frame.
+ *     PF_DIRTY (a page read in part: only its blocks, one run of them at
+ *     a time, fault.c); a page that is not RESIDENT is PROT_NONE with no
+ *     frame.
  *  3. A page's state, flags and frame change only under its lock; the frame
  *     table and the counters here only under clock_lock.
  *  4. Lock order: a page lock, then clock_lock.  Under clock_lock other
@@ -466,7 +470,7 @@ void upager__clock_reclaim(void)
 {
     struct upager__global *g = &upager__g;
     upager__lock(&g->clock_lock);
-    size_t r = reserve_of();
+    size_t r = reclaim_on ? reserve_of() : 0;
     for (unsigned i = 0; r && i < 64 && upager__clock_memory() + r * g->nblocks > budget_blocks();
          i++) {
         int err;

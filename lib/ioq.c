@@ -310,7 +310,11 @@ static void *io_thread(void *arg)
             busy = true;
         }
         if (atomic_exchange(&clean_wanted, 0)) {
-            if (clean_some()) {
+            bool more = clean_some();
+            /* Pages just cleaned can be evicted now: a reclaim that found
+             * only dirty victims may free its reserve (clock.c). */
+            upager__ioq_reclaim();
+            if (more) {
                 upager__ioq_clean(); /* more to clean: again, perhaps by another */
                 busy = true;
             }

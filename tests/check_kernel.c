@@ -108,6 +108,10 @@ static void pressure_start(struct pressure *pr, void *hot, size_t hot_len)
 
 static void pressure_stop(struct pressure *pr)
 {
+    /* At least one sweep (64 budgets written) before it stops, however
+     * the threads were scheduled: the pressure is then certain. */
+    for (int i = 0; i < 20000 && atomic_load(&pr->sweeps) == 0; i++)
+        usleep(1000);
     atomic_store(&pr->stop, 1);
     ck_assert_int_eq(pthread_join(pr->thread, NULL), 0);
     struct upager_stats s;
