@@ -282,12 +282,10 @@ static bool batch_add(struct batch *b, size_t page, size_t frame, bool clean_onl
  * taken and written here, so that a program that dirties pages faster than
  * the store takes them is slowed down to the store's speed. */
 #define DIRTY_SKIP 32
-static void find_victims(struct batch *b)
+static void find_victims(struct batch *b, size_t max)
 {
     struct upager__global *g = &upager__g;
     size_t span = g->span; /* sweep only the slots ever handed out */
-    size_t max = g->limit / 8;
-    max = max < 1 ? 1 : max > EVICT_BATCH ? EVICT_BATCH : max;
     b->n = 0;
     b->err = 0;
     b->cool_failed = false;
@@ -424,11 +422,18 @@ static void batch_finish(struct batch *b)
  * *err is the first error met: of a write-back or frame drop (the page
  * stays resident), or ENOMEM when no page could be cooled because mprotect
  * failed.  Precondition: caller holds clock_lock (held again on return). */
-static long evict_some(int *err)
+/* Pages one visit of the hand may evict: limit/8, from 1 to EVICT_BATCH. */
+static size_t batch_max(void)
+{
+    size_t max = upager__g.limit / 8;
+    return max < 1 ? 1 : max > EVICT_BATCH ? EVICT_BATCH : max;
+}
+
+static long evict_some(int *err, size_t max)
 {
     struct upager__global *g = &upager__g;
     struct batch b;
-    find_victims(&b);
+    find_victims(&b, max);
     *err = b.cool_failed ? ENOMEM : 0;
     if (b.n == 0)
         return -1;
@@ -469,16 +474,23 @@ static size_t reserve_of(void)
 void upager__clock_reclaim(void)
 {
     struct upager__global *g = &upager__g;
+    static _Atomic int running; /* one reclaimer at a time: no overshoot */
+    if (atomic_exchange(&running, 1))
+        return;
     upager__lock(&g->clock_lock);
-    size_t r = reclaim_on ? reserve_of() : 0;
-    for (unsigned i = 0; r && i < 64 && upager__clock_memory() + r * g->nblocks > budget_blocks();
-         i++) {
-        int err;
-        if (evict_some(&err) <= 0)
+    for (unsigned i = 0; i < 64; i++) {
+        size_t r = reclaim_on ? reserve_of() : 0;
+        size_t need = upager__clock_memory() + r * g->nblocks, budget = budget_blocks();
+        if (!r || need <= budget)
             break;
-        r = reserve_of();
+        /* Evict what the reserve lacks, not a whole batch more. */
+        size_t pages = (need - budget + g->nblocks - 1) / g->nblocks;
+        int err;
+        if (evict_some(&err, pages < batch_max() ? pages : batch_max()) <= 0)
+            break;
     }
     upager__unlock(&g->clock_lock);
+    atomic_store(&running, 0);
 }
 
 /* Evicts until `blocks` more fit in the budget and, when `slot`, a frame
@@ -496,7 +508,7 @@ static int make_room(size_t blocks, bool slot, bool wait)
             return 0;
         reclaim_on = reserve_of() && upager__ioq_running();
         int err;
-        long done = evict_some(&err);
+        long done = evict_some(&err, batch_max());
         if (done > 0)
             continue;
         if (!wait)
@@ -617,7 +629,7 @@ int upager__clock_shrink(size_t limit)
             return EBUSY;
         }
         int err;
-        long done = evict_some(&err);
+        long done = evict_some(&err, batch_max());
         if (done > 0)
             continue;
         if (err) { /* write-backs fail, or no room: the budget stays as it was */
