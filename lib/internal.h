@@ -346,7 +346,6 @@ int upager__protect_free(size_t first, size_t n); /* PROT_NONE, for release */
 /* Blocks [blk, blk+n) of `page` only (a page read in part, fault.c). */
 int upager__protect_blocks(size_t page, unsigned blk, unsigned n, int prot);
 int upager__frames_drop(size_t first, size_t n);            /* punch memfd */
-int upager__frame_fill(size_t page, const void *buf, size_t npages); /* memfd write */
 int upager__frame_read(size_t page, void *buf, size_t npages); /* memfd read */
 int upager__frame_fill_at(size_t page, size_t at, const void *buf, size_t len);
 int upager__read_file(const char *path, char *buf, size_t len);

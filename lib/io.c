@@ -118,27 +118,37 @@ static struct upager__store *run_extent(size_t page, size_t run, uint64_t *off, 
     return s;
 }
 
-int upager__io_read_run(size_t page, size_t run)
+/* Reads `have` bytes of store s at off into an I/O buffer and writes len
+ * bytes of it into the frames from byte `at` of `page`, zeros past
+ * `have` (a direct store reads whole blocks and zeros past its end
+ * itself).  Counts bytes_read, or io_errors. */
+static int load(struct upager__store *s, uint64_t off, size_t have, size_t page, size_t at,
+                size_t len)
 {
     struct upager__global *g = &upager__g;
-    size_t ps = g->page_size, total;
-    uint64_t off;
-    struct upager__store *s = run_extent(page, run, &off, &total);
     char *b = upager__bounce_get();
     int err = 0;
-    if (total)
-        err = s->ops->read(s, b, s->direct ? run * ps : total, off);
+    if (have)
+        err = s->ops->read(s, b, s->direct ? len : have, off);
     if (!err) {
-        if (total < run * ps && !s->direct)
-            memset(b + total, 0, run * ps - total);
-        err = upager__frame_fill(page, b, run);
+        if (have < len && !(have && s->direct))
+            memset(b + have, 0, len - have);
+        err = upager__frame_fill_at(page, at, b, len);
     }
     upager__bounce_put(b);
     if (err)
         atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
     else
-        atomic_fetch_add_explicit(&g->st.bytes_read, total, memory_order_relaxed);
+        atomic_fetch_add_explicit(&g->st.bytes_read, have, memory_order_relaxed);
     return err;
+}
+
+int upager__io_read_run(size_t page, size_t run)
+{
+    size_t total;
+    uint64_t off;
+    struct upager__store *s = run_extent(page, run, &off, &total);
+    return load(s, off, total, page, 0, run << upager__g.page_shift);
 }
 
 int upager__io_read_block(size_t page, unsigned blk)
@@ -149,21 +159,7 @@ int upager__io_read_block(size_t page, unsigned blk)
     size_t len;
     struct upager__store *s = upager__page_store(page, &off, &len);
     size_t have = len > at ? (len - at < bs ? len - at : bs) : 0; /* bytes the store has */
-    char *b = upager__bounce_get();
-    int err = 0;
-    if (have)
-        err = s->ops->read(s, b, s->direct ? bs : have, off + at);
-    if (!err) {
-        if (have < bs && !(have && s->direct))
-            memset(b + have, 0, bs - have);
-        err = upager__frame_fill_at(page, at, b, bs);
-    }
-    upager__bounce_put(b);
-    if (err)
-        atomic_fetch_add_explicit(&g->st.io_errors, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&g->st.bytes_read, have, memory_order_relaxed);
-    return err;
+    return load(s, off + at, have, page, at, bs);
 }
 
 /* ---- write-backs ------------------------------------------------------ */

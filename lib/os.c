@@ -127,14 +127,9 @@ static int frame_io(size_t page, size_t at, char *buf, size_t len, bool in)
     return 0;
 }
 
-/* Writes the contents of npages pages into their frames through the memfd,
- * while the arena pages are still inaccessible: nobody sees them half-filled. */
-int upager__frame_fill(size_t page, const void *buf, size_t npages)
-{
-    return frame_io(page, 0, (char *)buf, npages << upager__g.page_shift, true);
-}
-
-/* Writes len bytes at byte `at` of the frame of `page` (a block). */
+/* Writes len bytes into the frames from byte `at` of `page` on, through
+ * the memfd, while the arena pages are still inaccessible: nobody sees
+ * them half-filled. */
 int upager__frame_fill_at(size_t page, size_t at, const void *buf, size_t len)
 {
     return frame_io(page, at, (char *)buf, len, true);
