@@ -36,11 +36,13 @@
  *  5. No I/O under clock_lock: the victim leaves the table, the lock is
  *     dropped, then the victim is written and its frame dropped.
  *
- * Write-back mostly happens before the hand comes back: a cooled dirty page
- * the hand meets is passed over and marked (wb) for the I/O threads, which
- * write it in the background (ioq.c); the hand evicts it at its next visit,
- * clean.  Only when it has passed over DIRTY_SKIP of them, or gone round
- * once, does the hand take the oldest dirty one and write it itself.
+ * Write-back mostly happens before the hand comes back: a dirty page the
+ * hand cools is marked (wb) for the I/O threads, which write it in the
+ * background (ioq.c) unless the program touches it again first -- the
+ * kernel's flusher writing what has not been written for a while.  A
+ * cooled dirty page the hand meets is passed over, and evicted at its next
+ * visit, clean.  Only when it has passed over DIRTY_SKIP of them, or gone
+ * round once, does the hand take the oldest dirty one and write it itself.
  *  6. Pinned pages (pins > 0) are never chosen.
  *
  * Once the budget has been full, an I/O thread runs the hand ahead of the
@@ -208,7 +210,8 @@ struct batch {
 
 /* Cools `page` and the referenced pages that follow it both in the arena
  * and in the frame table (so the hand would come to them next), up to
- * COOL_RUN, with one mprotect.  Precondition: caller holds clock_lock and
+ * COOL_RUN, with one mprotect; the dirty ones are marked for the I/O
+ * threads to write back.  Precondition: caller holds clock_lock and
  * the lock of `page`, which is RESIDENT, referenced and not pinned; it is
  * unlocked here.  clock_lock is dropped around the mprotect.  Returns
  * false when the mprotect failed (vm.max_map_count). */
@@ -237,12 +240,18 @@ static bool cool_run(size_t page, size_t frame)
      * access there faults and the handler applies the protection again --
      * whereas a page taken for cooled while still writable could be
      * evicted under a write. */
-    bool cooled = upager__protect(page, n, PROT_NONE) == 0;
+    bool cooled = upager__protect(page, n, PROT_NONE) == 0, dirty = false;
     for (size_t i = 0; i < n; i++) {
-        if (cooled)
-            PG(page + i)->flags &= (uint8_t)~PF_REF;
-        upager__unlock(&PG(page + i)->lock);
+        struct upager__page *q = PG(page + i);
+        if (cooled) {
+            q->flags &= (uint8_t)~PF_REF;
+            if (q->flags & PF_DIRTY)
+                dirty = q->wb = 1; /* written back before the hand is back */
+        }
+        upager__unlock(&q->lock);
     }
+    if (dirty)
+        upager__ioq_clean();
     upager__lock(&g->clock_lock);
     return cooled;
 }

@@ -14,21 +14,23 @@
  * owner) in a slot of a fixed ring (compare-and-swap on the slot's state,
  * then a futex wake): async-signal-safe, no allocation.  When the ring is
  * full the request is dropped: read-ahead is a hint.  Write-back needs no
- * request: the clock sets `clean_wanted` when it passes over a dirty
- * victim, and a thread wakes and cleans.
+ * request: the clock sets `clean_wanted` when it cools a dirty page or
+ * passes over a dirty victim, and a thread wakes and cleans.
  *
  * Cleaning.  A cooled, dirty page is PROT_NONE: the program cannot change
- * it.  When the hand finds one cooled since its last visit -- a victim --
- * it passes it over and marks it (wb) for the cleaner, which takes the
+ * it.  When the hand cools a dirty page, or finds one cooled since its last
+ * visit -- a victim -- it marks it (wb) for the cleaner, which takes the
  * marked pages that are free to lock (under clock_lock, which guarantees they
  * still exist, and with trylock only: invariant 4 of clock.c), together
  * with the cooled dirty pages that follow each in the arena, then drops
  * clock_lock and writes each run with one store write (write_many for a
  * store that keeps pages apart).  A page written is clean and stays
  * resident; the hand evicts it at its next visit with a hole punch, no
- * write.  Only pages the hand chose are written: a hot page, referenced
- * again between two visits of the hand, is not written for nothing (one
- * the hand finds cooled, when it goes round in one eviction, may be).  A
+ * write.  So the dirty pages a program left behind (a fill, then reads)
+ * reach the store while it goes on, not in its later faults' evictions.
+ * A page referenced again before the cleaner gets to it is not written
+ * (the soft fault clears wb); one written and then dirtied again is
+ * written again, at most once per turn of the hand.  A
  * write that fails leaves the page dirty (nothing is lost) and the clock
  * writes its victims itself for 100 ms, retrying them and saying so, before
  * it passes dirty ones to the threads again.  The clock still

@@ -214,6 +214,46 @@ START_TEST(test_budget_respected)
 }
 END_TEST
 
+/* A dirty page the hand cools is written back in the background and stays
+ * resident (the kernel's flusher), not only once it is a victim.  64 pages
+ * fill the budget, the even ones written, the odd ones only read; one more
+ * page costs one visit of the hand, which cools all 64 and evicts the
+ * first clean ones.  The I/O threads then write the 32 dirty pages, once
+ * each, and the pages not evicted stay resident.  (Marking only the dirty
+ * victims the hand passes over would write one.) */
+START_TEST(test_cooled_dirty_written)
+{
+    enum { N = 64 };
+    struct upager_stats s0, s;
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "0");
+    size_t ps = tu_init();
+    unsigned char *p = upager_aligned_alloc(ps, N * ps);
+    unsigned char *x = upager_aligned_alloc(ps, ps);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(x);
+    for (size_t i = 0; i < N; i++) {
+        if (i % 2 == 0)
+            p[i * ps + 5] = (unsigned char)(i + 1);
+        else
+            ck_assert_int_eq(read_byte(p + i * ps + 5), 0);
+    }
+    tu_stats(&s0);
+    ck_assert_uint_eq(s0.evictions, 0);
+    ck_assert_uint_eq(s0.writebacks, 0);
+    ck_assert_int_eq(read_byte(x), 0); /* one more page: the hand goes round */
+    upager__ioq_drain();
+    tu_stats(&s);
+    ck_assert_msg(s.writebacks == N / 2,
+                  "%llu of the %d cooled dirty pages written back",
+                  (unsigned long long)s.writebacks, N / 2);
+    ck_assert_uint_le(s.evictions, 8);
+    ck_assert_uint_ge(s.resident_bytes, (N - 8) * ps);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_int_eq(read_byte(p + i * ps + 5), i % 2 == 0 ? (unsigned char)(i + 1) : 0);
+}
+END_TEST
+
 /* Once the budget is full, an I/O thread keeps a reserve of limit/32
  * frames free ahead of the faults (background reclaim): after a stream of
  * writes through 4x the budget, and the threads idle, the resident pages
@@ -263,6 +303,7 @@ Suite *clock_suite(void)
     tcase_add_test(tc, test_only_dirty_pages_written);
     tcase_add_test(tc, test_budget_respected);
     tcase_add_test(tc, test_background_reclaim);
+    tcase_add_test(tc, test_cooled_dirty_written);
     suite_add_tcase(s, tc);
 
     return s;
