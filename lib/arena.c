@@ -402,7 +402,7 @@ int upager__pages_release(size_t first, size_t n, bool discard_store)
             upager__frame_put(p->frame, PAGE_MISSING(p));
         }
         p->state = PAGE_FREE;
-        p->flags = 0;
+        upager__flags(p, 0);
         p->kind = OWNER_NONE;
         p->pins = 0;
         p->wb = 0;

@@ -3,8 +3,8 @@
  *
  * NOTES ON THE DESIGN
  *
- * A frame is a slot for one resident page.  At most `limit` frames are in
- * use (the budget, in pages); the frame table maps each slot to its page and
+ * A frame is a slot for one resident page.  The frames in use hold at most
+ * the budget (invariant 1); the frame table maps each slot to its page and
  * the hand sweeps the slots in order.  Reference bits are real: a page the
  * program can access has PF_REF set; the hand "cools" it by clearing the bit
  * and making the page PROT_NONE while keeping its frame, so the next access
@@ -49,10 +49,12 @@
  * faults, so that they find a free frame (background reclaim, below).  A
  * page read in part (fault.c) is cooled and evicted like any other.
  *
- * Resident pages are also what keeps the kernel's mapping count bounded:
- * every accessible page is at most two protection runs, and init.c chooses
- * the page size so that the budget in pages stays under a third of
- * vm.max_map_count / 2.
+ * Open pages are what keeps the kernel's mapping count bounded: every
+ * accessible page is at most two protection runs, and at most max_open
+ * pages, a third of vm.max_map_count / 2, are accessible at once (below).
+ * init.c chooses the page size so that the budget in pages stays under
+ * max_open, so whole pages may all be open; pages read in part take more
+ * frames, up to a block each, and the hand cools them to keep the bound.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -82,12 +84,10 @@ int upager__clock_init(size_t limit)
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (g->frame_page == MAP_FAILED)
         return errno;
+    /* Committed as it is used: slots are handed out from the low end
+     * (take_slot), and the stack of free ones grows with the frees. */
     g->free_frames = g->frame_page + n;
-    for (size_t i = 0; i < n; i++) {
-        g->frame_page[i] = FRAME_NONE;
-        g->free_frames[i] = n - 1 - i; /* low slots are handed out first */
-    }
-    g->nfree = n;
+    g->nfree = 0;
     g->hand = 0;
     g->used = 0;
     g->missing = 0;
@@ -130,8 +130,8 @@ static void clock_wait(uint32_t seen, long usec)
 
 /* Memory in use and the budget, in blocks: a whole page costs nblocks, a
  * page read in part (fault.c) the blocks it holds.  So pages read in part
- * take frames beyond `limit`, up to the frame table (nframes, which
- * vm.max_map_count bounds), while the memory stays within the budget.
+ * take frames beyond `limit`, up to a frame per block of the budget
+ * (nframes), while the memory stays within the budget.
  * Precondition: clock_lock. */
 size_t upager__clock_memory(void)
 {
@@ -143,12 +143,19 @@ static size_t budget_blocks(void)
     return upager__g.limit * upager__g.nblocks;
 }
 
-/* Hands out an unused slot to `page`, for `blocks` blocks of memory.
- * Precondition: clock_lock, nfree > 0. */
+/* A frame slot can be had.  Precondition: clock_lock. */
+static bool slot_free(void)
+{
+    return upager__g.nfree || upager__g.span < upager__g.nframes;
+}
+
+/* Hands out an unused slot to `page`, for `blocks` blocks of memory: a
+ * freed one, else the next never used.  Precondition: clock_lock,
+ * slot_free(). */
 static size_t take_slot(size_t page, size_t blocks)
 {
     struct upager__global *g = &upager__g;
-    size_t f = g->free_frames[--g->nfree];
+    size_t f = g->nfree ? g->free_frames[--g->nfree] : g->span;
     g->frame_page[f] = page;
     if (f + 1 > g->span)
         g->span = f + 1;
@@ -177,7 +184,7 @@ static int evict_page(size_t page)
                 upager__protect(page, 1, prot_of(p));
             return err;
         }
-        p->flags &= (uint8_t)~PF_REF;
+        upager__flags(p, p->flags & ~PF_REF);
     }
     if (p->flags & PF_DIRTY) {
         if ((err = upager__io_write_page(page)))
@@ -188,7 +195,7 @@ static int evict_page(size_t page)
     if ((err = upager__frames_drop(page, 1)))
         return err; /* stays resident, clean and cooled */
     p->state = (p->flags & PF_INSTORE) ? PAGE_STORED : PAGE_EMPTY;
-    p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY | PF_RA | PF_RAMARK);
+    upager__flags(p, p->flags & ~(PF_REF | PF_DIRTY | PF_RA | PF_RAMARK));
     p->wb = 0;
     p->blocks = 0;
     atomic_fetch_add_explicit(&g->st.evictions, 1, memory_order_relaxed);
@@ -244,9 +251,11 @@ static bool cool_run(size_t page, size_t frame)
     for (size_t i = 0; i < n; i++) {
         struct upager__page *q = PG(page + i);
         if (cooled) {
-            q->flags &= (uint8_t)~PF_REF;
-            if (q->flags & PF_DIRTY)
-                dirty = q->wb = 1; /* written back before the hand is back */
+            upager__flags(q, q->flags & ~PF_REF);
+            if (q->flags & PF_DIRTY) {
+                q->wb = 1; /* written back before the hand is back */
+                dirty = true;
+            }
         }
         upager__unlock(&q->lock);
     }
@@ -480,6 +489,82 @@ static size_t reserve_of(void)
     return r < 4 ? 0 : r;
 }
 
+/* Open pages.  An accessible page costs the kernel up to two mappings
+ * (a page read in part: its open run of blocks), where a cooled one is
+ * PROT_NONE like its neighbours and costs none.  So vm.max_map_count
+ * bounds the pages open at once, not the resident ones: at most max_open
+ * (init.c).  Pages read in part may fill the budget a block each, far more
+ * pages than that; when the open ones near the bound, the hand cools pages
+ * ahead of its turn -- an I/O thread from open_high() down to open_low(),
+ * a faulting thread itself past max_open. */
+size_t upager__test_max_open;
+
+static size_t open_high(void)
+{
+    return upager__g.max_open - upager__g.max_open / 16;
+}
+
+static size_t open_low(void)
+{
+    return upager__g.max_open - upager__g.max_open / 8;
+}
+
+static size_t open_now(void)
+{
+    return atomic_load_explicit(&upager__g.open, memory_order_relaxed);
+}
+
+/* Runs the hand, cooling referenced pages, until at most `target` pages
+ * are open or it has gone round once.  Precondition: clock_lock held
+ * (dropped around each mprotect). */
+static void cool_to(size_t target)
+{
+    struct upager__global *g = &upager__g;
+    for (size_t scanned = 0; scanned < g->span && open_now() > target; scanned++) {
+        size_t f = g->hand;
+        g->hand = f + 1 >= g->span ? 0 : f + 1;
+        size_t pg = g->frame_page[f];
+        if (pg == FRAME_NONE)
+            continue;
+        struct upager__page *p = PG(pg);
+        if (!(p->flags & PF_REF) || p->pins || !upager__trylock(&p->lock))
+            continue;
+        if (p->state != PAGE_RESIDENT || p->frame != f || !(p->flags & PF_REF) || p->pins) {
+            upager__unlock(&p->lock);
+            continue;
+        }
+        if (!cool_run(pg, f))
+            break; /* at vm.max_map_count already: leave it to the faults */
+    }
+}
+
+void upager__clock_open_check(void)
+{
+    struct upager__global *g = &upager__g;
+    size_t open = open_now();
+    if (open <= open_high())
+        return;
+    if (open <= g->max_open && upager__ioq_running()) {
+        upager__ioq_reclaim();
+        return;
+    }
+    upager__lock(&g->clock_lock);
+    cool_to(upager__ioq_running() ? g->max_open : open_low());
+    upager__unlock(&g->clock_lock);
+}
+
+size_t upager__clock_open_recount(void)
+{
+    struct upager__global *g = &upager__g;
+    size_t n = 0;
+    upager__lock(&g->clock_lock);
+    for (size_t f = 0; f < g->span; f++)
+        if (g->frame_page[f] != FRAME_NONE && (PG(g->frame_page[f])->flags & PF_REF))
+            n++;
+    upager__unlock(&g->clock_lock);
+    return n;
+}
+
 void upager__clock_reclaim(void)
 {
     struct upager__global *g = &upager__g;
@@ -487,6 +572,8 @@ void upager__clock_reclaim(void)
     if (atomic_exchange(&running, 1))
         return;
     upager__lock(&g->clock_lock);
+    if (open_now() > open_high())
+        cool_to(open_low());
     for (unsigned i = 0; i < 64; i++) {
         size_t r = reclaim_on ? reserve_of() : 0;
         size_t need = upager__clock_memory() + r * g->nblocks, budget = budget_blocks();
@@ -513,7 +600,7 @@ static int make_room(size_t blocks, bool slot, bool wait)
     struct upager__global *g = &upager__g;
     unsigned idle = 0, unmappable = 0;
     for (;;) {
-        if (upager__clock_memory() + blocks <= budget_blocks() && (!slot || g->nfree))
+        if (upager__clock_memory() + blocks <= budget_blocks() && (!slot || slot_free()))
             return 0;
         reclaim_on = reserve_of() && upager__ioq_running();
         int err;
@@ -524,7 +611,7 @@ static int make_room(size_t blocks, bool slot, bool wait)
             return EAGAIN;
         if (done < 0 && err == ENOMEM && ++unmappable == 3)
             return ENOMEM;
-        if (done == 0 && (!slot || g->nfree))
+        if (done == 0 && (!slot || slot_free()))
             return 0; /* write-backs failed: a spare slot beyond the budget */
         uint32_t seen = atomic_load(&clock_event);
         upager__unlock(&g->clock_lock);

@@ -148,7 +148,7 @@ static void set_resident(size_t page, size_t run, const uint32_t *frames, int mo
             f |= (uint8_t)(PF_REF | (mode == LOAD_WRITE && i == 0 ? PF_DIRTY : 0));
         q->state = PAGE_RESIDENT;
         q->frame = frames[i];
-        q->flags = f;
+        upager__flags(q, f);
         q->wb = 0;
         q->blocks = 0;
     }
@@ -298,10 +298,10 @@ static int open_blocks(size_t page, unsigned b)
         err = upager__protect_blocks(page, lo, hi - lo, PROT_READ);
     if (err) { /* closed again: nothing open that the flags do not say */
         if (upager__protect(page, 1, PROT_NONE) == 0)
-            p->flags &= (uint8_t)~PF_REF;
+            upager__flags(p, p->flags & ~PF_REF);
         return err;
     }
-    p->flags = (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF);
+    upager__flags(p, (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF));
     p->wb = 0;
     return 0;
 }
@@ -343,10 +343,10 @@ static int complete_page(size_t page, bool write)
         return err;
     }
     p->blocks = 0;
-    p->flags = (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF | (write ? PF_DIRTY : 0));
+    upager__flags(p, (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF | (write ? PF_DIRTY : 0)));
     p->wb = 0;
     if ((err = upager__protect(page, 1, prot_of(p)))) {
-        p->flags &= (uint8_t) ~(PF_REF | PF_DIRTY);
+        upager__flags(p, p->flags & ~(PF_REF | PF_DIRTY));
         upager__protect(page, 1, PROT_NONE);
     }
     return err;
@@ -384,10 +384,10 @@ static int fault_part(size_t page, unsigned b, bool write, bool *major)
         if (p->blocks == (uint32_t)((2ull << (upager__g.nblocks - 1)) - 1)) {
             /* every block read: an ordinary page, opened whole */
             p->blocks = 0;
-            p->flags = (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF);
+            upager__flags(p, (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF));
             int err = upager__protect(page, 1, PROT_READ);
             if (err) {
-                p->flags &= (uint8_t)~PF_REF;
+                upager__flags(p, p->flags & ~PF_REF);
                 upager__protect(page, 1, PROT_NONE);
             }
             return err;
@@ -476,7 +476,7 @@ static void open_window(size_t page)
     if (run && upager__protect(page + 1, run, PROT_READ) == 0) {
         for (size_t i = 1; i <= run; i++) {
             struct upager__page *q = PG(page + i);
-            q->flags = (uint8_t)((q->flags & ~PF_RA) | PF_REF);
+            upager__flags(q, (uint8_t)((q->flags & ~PF_RA) | PF_REF));
             q->wb = 0;
         }
     } else if (run) {
@@ -606,6 +606,8 @@ static int run_again(void *addr, struct upager__page *p, int err)
     upager__unlock(&p->lock);
     if (err)
         raise_sigbus(addr, err);
+    else
+        upager__clock_open_check();
     return 1;
 }
 
@@ -667,10 +669,10 @@ static int fault(void *addr, int acc)
             mark = (p->flags & PF_RAMARK) != 0; /* the program reached a window */
             bool ahead = (p->flags & PF_RA) != 0;
             p->flags &= (uint8_t)~(PF_RA | PF_RAMARK);
-            p->flags |= (uint8_t)(PF_REF | (write ? PF_DIRTY : 0));
+            upager__flags(p, p->flags | (PF_REF | (write ? PF_DIRTY : 0)));
             p->wb = 0; /* in use again: not for the cleaner */
             if ((err = upager__protect(page, 1, prot_of(p)))) {
-                p->flags = old;
+                upager__flags(p, old);
                 upager__protect(page, 1, PROT_NONE);
             } else if (ahead) {
                 open_window(page);
@@ -715,6 +717,7 @@ static int fault(void *addr, int acc)
         upager__ra_hit(page, p->owner);
     if (major || mark)
         upager__ra_evict_behind(page);
+    upager__clock_open_check();
     return 1;
 
 read_only:

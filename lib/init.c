@@ -213,7 +213,10 @@ static int choose_geometry(struct upager__global *g)
     size_t blk = ps / UPAGER__MAX_BLOCKS < sys ? sys : ps / UPAGER__MAX_BLOCKS;
     g->block_shift = log2_size(blk < ps ? blk : ps);
     g->nblocks = (unsigned)(ps >> g->block_shift);
-    g->nframes = max_frames;
+    /* The budget in pages stays within max_frames, so that whole pages may
+     * all be open; pages read in part may hold one block each. */
+    g->max_open = upager__test_max_open ? upager__test_max_open : max_frames;
+    g->nframes = max_frames * g->nblocks;
     c->budget = budget;
     return 0;
 }
@@ -261,11 +264,11 @@ static void print_config(const struct upager__global *g)
     else
         snprintf(store, sizeof store, "dir=%s", g->cfg.dir);
     upager__say("budget=%s page_size=%s arena=%s %s readahead=%d direct_io=%d "
-                "max_resident_pages=%zu (vm.max_map_count=%ld) memory=%s",
+                "max_open_pages=%zu (vm.max_map_count=%ld) frames=%zu memory=%s",
                 upager__fmt_size(a, sizeof a, g->limit * g->page_size),
                 upager__fmt_size(b, sizeof b, g->page_size),
                 upager__fmt_size(c, sizeof c, g->npages * g->page_size), store,
-                g->readahead, g->cfg.direct_io, g->nframes, g->max_map_count,
+                g->readahead, g->cfg.direct_io, g->max_open, g->max_map_count, g->nframes,
                 upager__fmt_size(d, sizeof d, g->mem_avail));
 }
 
@@ -459,7 +462,7 @@ int upager_set_budget(size_t bytes)
         return err;
     struct upager__global *g = &upager__g;
     size_t pages = bytes >> g->page_shift;
-    if (pages < UPAGER__MIN_PAGES || pages > g->nframes)
+    if (pages < UPAGER__MIN_PAGES || pages > g->nframes / g->nblocks)
         return EINVAL;
     upager__lock(&g->clock_lock);
     if (pages < g->pinned) {

@@ -211,7 +211,12 @@ struct upager__global {
 
     /* clock: everything below is guarded by clock_lock */
     upager__lock_t clock_lock;
-    size_t nframes;               /* size of the frame table                */
+    size_t nframes;               /* size of the frame table: the budget in
+                                     blocks at its largest, since a page
+                                     read in part may hold one block       */
+    size_t max_open;              /* accessible (PF_REF) pages allowed: what
+                                     vm.max_map_count bounds (clock.c)      */
+    _Atomic size_t open;          /* pages with PF_REF (upager__flags)      */
     size_t *frame_page;           /* page in each frame, or FRAME_NONE      */
     size_t *free_frames;          /* stack of unused frame indices          */
     size_t nfree;
@@ -243,6 +248,19 @@ struct upager__global {
 extern struct upager__global upager__g;
 
 #define FRAME_NONE ((size_t)-1)
+
+/* Sets a page's flags (its lock held).  Every change of PF_REF goes
+ * through here: g->open counts the accessible pages, which are what costs
+ * the kernel mappings (clock.c). */
+static inline void upager__flags(struct upager__page *p, unsigned f)
+{
+    int d = (int)(f & PF_REF) - (int)(p->flags & PF_REF);
+    if (d > 0)
+        atomic_fetch_add_explicit(&upager__g.open, 1, memory_order_relaxed);
+    else if (d < 0)
+        atomic_fetch_sub_explicit(&upager__g.open, 1, memory_order_relaxed);
+    p->flags = (uint8_t)f;
+}
 #define PG(i) (&upager__g.pages[(i)])
 #define PAGE_ADDR(i) (upager__g.base + ((size_t)(i) << upager__g.page_shift))
 #define VIEW(i) (upager__g.view + ((size_t)(i) << upager__g.page_shift))
@@ -291,6 +309,11 @@ void upager__frame_put(size_t frame, size_t missing);
 int upager__evict_locked(size_t page);    /* caller holds the page's lock */
 int upager__clock_shrink(size_t limit);   /* evict down to limit pages    */
 void upager__clock_reclaim(void); /* an I/O thread: free the reserve of frames */
+/* After a page was opened: cools pages when too many are open (at
+ * max_open, here; nearing it, by an I/O thread). */
+void upager__clock_open_check(void);
+size_t upager__clock_open_recount(void); /* tests: PF_REF pages in frames */
+extern size_t upager__test_max_open;     /* tests: set before start-up  */
 int upager__writeback_locked(size_t page);/* write a dirty page, keep it  */
 
 /* fault.c */

@@ -246,10 +246,10 @@ static int pin_page(size_t i, int flags)
     bool open = (p->flags & PF_REF) && (!(flags & UPAGER_PIN_WRITE) || (p->flags & PF_DIRTY));
     if (!open) {
         uint8_t old = p->flags;
-        p->flags |= (uint8_t)(PF_REF | ((flags & UPAGER_PIN_WRITE) ? PF_DIRTY : 0));
+        upager__flags(p, p->flags | (PF_REF | ((flags & UPAGER_PIN_WRITE) ? PF_DIRTY : 0)));
         err = upager__protect(i, 1, (p->flags & PF_DIRTY) ? PROT_READ | PROT_WRITE : PROT_READ);
         if (err) { /* vm.max_map_count: back to what it was */
-            p->flags = old;
+            upager__flags(p, old);
             upager__protect(i, 1, !(old & PF_REF)   ? PROT_NONE
                                   : (old & PF_DIRTY) ? PROT_READ | PROT_WRITE
                                                      : PROT_READ);
@@ -264,6 +264,7 @@ static int pin_page(size_t i, int flags)
     }
     p->pins++;
     upager__unlock(&p->lock);
+    upager__clock_open_check();
     return 0;
 }
 

@@ -748,6 +748,60 @@ START_TEST(test_part_budget_in_blocks)
 }
 END_TEST
 
+/* vm.max_map_count bounds the pages open at once, not the resident ones.
+ * With max_open at 24 (a test hook; 10,921 at the default 65530), random
+ * reads of 200 pages fill a 16-page budget with 200 pages read in part,
+ * never more than 24 of them open (the count agrees with the pages'
+ * flags) and the process's mappings grow by at most two per open page.
+ * Every byte is right, and reading the 200 again reads nothing. */
+START_TEST(test_part_open_bound)
+{
+    const size_t len = 32 * TU_MIB;
+    enum { N = 200, MAX_OPEN = 24 };
+    struct upager_stats s0, s1;
+    upager__test_max_open = MAX_OPEN;
+    tu_env("1M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = filled_and_evicted(len, 53);
+    ck_assert_int_eq(upager_advise(p, len, UPAGER_ADVICE_RANDOM), 0);
+    long maps0 = tu_maps_count(), maps_max = maps0;
+    size_t open_max = 0;
+    for (size_t k = 0; k < N; k++) {
+        size_t off = 2 * k * ps + (k % 16) * 4096 + 3;
+        ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 53));
+        size_t open = atomic_load(&upager__g.open);
+        open_max = open > open_max ? open : open_max;
+        if (k % 10 == 0) {
+            long m = tu_maps_count();
+            maps_max = m > maps_max ? m : maps_max;
+        }
+    }
+    ck_assert_msg(open_max <= MAX_OPEN, "%zu pages open at once, for a bound of %d",
+                  open_max, MAX_OPEN);
+    ck_assert_uint_ge(open_max, MAX_OPEN - MAX_OPEN / 8);
+    ck_assert_msg(maps_max - maps0 <= 2 * MAX_OPEN + 4,
+                  "%ld more mappings with at most %d pages open", maps_max - maps0, MAX_OPEN);
+    size_t resident = 0;
+    for (size_t k = 0; k < N; k++)
+        resident += PG(ADDR_PAGE(p + 2 * k * ps))->state == PAGE_RESIDENT;
+    ck_assert_uint_eq(resident, N);
+    upager__ioq_drain();
+    ck_assert_uint_eq(upager__clock_open_recount(), atomic_load(&upager__g.open));
+    tu_stats(&s0);
+    ck_assert_uint_eq(s0.resident_bytes, N * 4096);
+    for (size_t k = 0; k < N; k++) {
+        size_t off = 2 * k * ps + (k % 16) * 4096 + 5;
+        ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 53));
+    }
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.major_faults, s0.major_faults);
+    ck_assert_uint_eq(s1.bytes_read, s0.bytes_read);
+    ck_assert_uint_le(atomic_load(&upager__g.open), MAX_OPEN);
+    upager__ioq_drain();
+    ck_assert_uint_eq(upager__clock_open_recount(), atomic_load(&upager__g.open));
+}
+END_TEST
+
 struct part_worker {
     unsigned char *p;   /* shared upager memory            */
     unsigned char *ref; /* the same, in plain memory       */
@@ -814,6 +868,9 @@ START_TEST(test_part_threads_integrity)
     ck_assert_uint_gt(s.major_faults, 1000);
     ck_assert_uint_lt(s.bytes_read, s.major_faults * ps / 2); /* mostly blocks */
     ck_assert_int_eq(memcmp(p, ref, len), 0);
+    /* every change of a page's reference bit was counted */
+    upager__ioq_drain();
+    ck_assert_uint_eq(upager__clock_open_recount(), atomic_load(&upager__g.open));
     free(ref);
 }
 END_TEST
@@ -912,6 +969,7 @@ Suite *fault_suite(void)
     tcase_add_test(tc, test_part_pin_then_syscall);
     tcase_add_test(tc, test_part_file_tail);
     tcase_add_test(tc, test_part_budget_in_blocks);
+    tcase_add_test(tc, test_part_open_bound);
     tcase_add_test(tc, test_part_threads_integrity);
     tcase_add_loop_test(tc, test_io_paths, 0, 2);
     suite_add_tcase(s, tc);
