@@ -60,6 +60,9 @@ struct upager__store {
     int partial;     /* reads part of a page too, at a multiple of 4K
                         (file stores); 0: whole pages only (Redis)    */
     uint64_t size;   /* bytes of the file, for mapped-file stores    */
+    int prealloc;    /* allocate before writing (the anonymous store,
+                        file stores): writes that allocate blocks take
+                        the file's lock alone, and reads wait for them */
     void *priv;      /* for other implementations (test stores)     */
 };
 

@@ -35,10 +35,32 @@ static int file_read(struct upager__store *s, void *buf, size_t len, uint64_t of
     return 0;
 }
 
+/* A direct write that allocates blocks, or extends the file, holds the
+ * file's lock (ext4, xfs) for the whole transfer, and every read of the
+ * store waits for it: the write-back of a fill would hold up the loads of
+ * the program's next faults.  Blocks allocated first (fallocate, no I/O:
+ * unwritten extents, read as zeros) make the write an overwrite, which
+ * shares the lock with reads. */
+static int file_prealloc(struct upager__store *s, size_t len, uint64_t off)
+{
+    if (fallocate(s->fd, 0, (off_t)off, (off_t)len) == 0)
+        return 0;
+    if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
+        s->prealloc = 0; /* not on this file system: write as it is */
+        return 0;
+    }
+    return errno; /* ENOSPC, EIO: the write would fail too; nothing lost */
+}
+
 static int file_write(struct upager__store *s, const void *buf, size_t len, uint64_t off)
 {
     const char *p = buf;
     size_t done = 0;
+    if (s->prealloc) {
+        int err = file_prealloc(s, len, off);
+        if (err)
+            return err;
+    }
     while (done < len) {
         ssize_t n = pwrite(s->fd, p + done, len - done, (off_t)(off + done));
         if (n < 0) {
@@ -122,5 +144,6 @@ int upager__store_tmp_open(struct upager__store *s, const char *dir, int direct)
         return errno;
     upager__store_fd_init(s, fd, 0);
     s->direct = direct;
+    s->prealloc = 1;
     return 0;
 }
