@@ -317,10 +317,23 @@ static int start(void)
     while (run > 1 && (run > 64 || run * g->page_size > cap))
         run--;
     g->bounce_size = run * g->page_size;
-    g->bounce = mmap(NULL, g->bounce_size * UPAGER__NBOUNCE, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g->bounce == MAP_FAILED)
+    /* In huge pages where the system allows them (THP "madvise" or
+     * "always"): a direct read into 4K pages is cut into requests of at
+     * most max_segments pages (about 1M on virtio), and pins each page;
+     * into 2M pages it goes in requests of the buffer's size.  Measured
+     * here: 0.75-0.9 GB/s against 1.9-2.0 GB/s, sequential 2M reads. */
+    size_t huge = (size_t)2 << 20, total = g->bounce_size * UPAGER__NBOUNCE;
+    total = (total + huge - 1) & ~(huge - 1);
+    char *r = mmap(NULL, total + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (r == MAP_FAILED)
         return ENOMEM;
+    g->bounce = (char *)(((uintptr_t)r + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (g->bounce > r)
+        munmap(r, (size_t)(g->bounce - r));
+    munmap(g->bounce + total, (size_t)(r + huge - g->bounce));
+    madvise(g->bounce, total, MADV_HUGEPAGE);
+    memset(g->bounce, 0, total); /* allocated now, not in a fault */
     g->bounce_free = (1u << UPAGER__NBOUNCE) - 1;
     if ((err = upager__clock_init((size_t)(g->cfg.budget >> g->page_shift))))
         return err;

@@ -352,6 +352,40 @@ END_TEST
 /* With no configuration at all, the budget is half the memory available
  * (physical, or the cgroup limit when lower) and the page size is chosen
  * from it: a power of two from 64K to 2M. */
+/* The I/O buffers sit in memory the kernel may back with 2M pages
+ * (MADV_HUGEPAGE, aligned to 2M), so that a direct read into them goes in
+ * requests of the buffer's size, not of ~1M of 4K pages: the mapping that
+ * holds them says "hg" in its VmFlags where the kernel has transparent
+ * huge pages. */
+START_TEST(test_io_buffers_huge)
+{
+    tu_env("32M", NULL);
+    tu_init();
+    uintptr_t b = (uintptr_t)upager__g.bounce;
+    ck_assert_uint_eq(b % ((uintptr_t)2 << 20), 0);
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0) {
+        printf("config: test_io_buffers_huge: no transparent huge pages here\n");
+        return;
+    }
+    FILE *f = fopen("/proc/self/smaps", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    bool in = false, found = false, huge = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = b >= lo && b < hi;
+            found |= in;
+        } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            huge = strstr(line, " hg") != NULL;
+        }
+    }
+    fclose(f);
+    ck_assert_msg(found, "no mapping holds the I/O buffers");
+    ck_assert_msg(huge, "the I/O buffers are not marked for huge pages");
+}
+END_TEST
+
 START_TEST(test_defaults)
 {
     struct upager_stats s;
@@ -834,6 +868,7 @@ Suite *config_suite(void)
                         (int)(sizeof good_values / sizeof good_values[0]));
     tcase_add_test(tc, test_direct_io_small_pages);
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_io_buffers_huge);
     tcase_add_test(tc, test_default_dir);
     tcase_add_test(tc, test_verbose);
     tcase_add_test(tc, test_quiet_by_default);
