@@ -265,13 +265,16 @@ static bool cool_run(size_t page, size_t frame)
     return cooled;
 }
 
-/* Adds `page` to b when it sits in `frame`, cooled, unpinned and free to
- * lock.  Returns whether it did.  Precondition: clock_lock held. */
+/* Adds `page` to b when it sits in `frame` (FRAME_NONE: in whichever frame
+ * it has), cooled, unpinned and free to lock.  Returns whether it did.
+ * Precondition: clock_lock held. */
 static bool batch_add(struct batch *b, size_t page, size_t frame, bool clean_only)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *q = PG(page);
     uint8_t no = (uint8_t)(PF_REF | (clean_only ? PF_DIRTY : 0));
+    if (frame == FRAME_NONE)
+        frame = q->frame; /* read unlocked: checked again below */
     if (frame >= g->span || g->frame_page[frame] != page || (q->flags & no) || q->pins ||
         !upager__trylock(&q->lock))
         return false;
@@ -288,9 +291,12 @@ static bool batch_add(struct batch *b, size_t page, size_t frame, bool clean_onl
 }
 
 /* The hand.  Cools referenced pages and stops at the first cooled one: the
- * victim.  The cooled pages that follow it both in the arena and in the
- * next frame slots join it, so that one visit frees a run with one punch;
- * the hand moves past them as it would have.  Fills b with locked
+ * victim.  The cooled pages that follow it in the arena join it, in
+ * whatever frames they are (a sequential run is loaded by several threads
+ * at once, so its frames interleave), so that one visit frees a run with
+ * one punch; cooled, they have not been touched since the hand last
+ * passed them.  When they sit in the next slots the hand moves past them
+ * as it would have.  Fills b with locked
  * pages, taken out of the frame table; b->n is 0 when two turns found
  * nothing (all pinned or busy).  Precondition: caller holds clock_lock.
  *
@@ -354,12 +360,15 @@ static void find_victims(struct batch *b, size_t max)
             if (!batch_add(b, pg, f, clean_only))
                 continue;
         }
-        /* The victim's arena neighbours in the next slots go with it. */
+        /* The victim's cooled arena neighbours go with it. */
         while (b->n < max && pg + b->n < g->npages &&
-               batch_add(b, pg + b->n, f + b->n, clean_only))
+               batch_add(b, pg + b->n, FRAME_NONE, clean_only))
             ;
-        if (f == g->hand || (f < g->hand ? g->hand - f : g->hand + span - f) <= b->n)
-            g->hand = f + b->n >= span ? 0 : f + b->n;
+        size_t next = 1; /* of them in the slots that follow f */
+        while (next < b->n && b->frame[next] == f + next)
+            next++;
+        if (f == g->hand || (f < g->hand ? g->hand - f : g->hand + span - f) <= next)
+            g->hand = f + next >= span ? 0 : f + next;
         for (size_t i = 0; i < b->n; i++)
             g->frame_page[b->frame[i]] = FRAME_NONE; /* out of the hand's way */
         return;
@@ -579,8 +588,11 @@ void upager__clock_reclaim(void)
         size_t need = upager__clock_memory() + r * g->nblocks, budget = budget_blocks();
         if (!r || need <= budget)
             break;
-        /* Evict what the reserve lacks, not a whole batch more. */
+        /* Evict what the reserve lacks, not a whole batch more; but not
+         * page by page either: a punch each is what reclaim saves. */
         size_t pages = (need - budget + g->nblocks - 1) / g->nblocks;
+        if (pages < r / 4)
+            pages = r / 4;
         int err;
         if (evict_some(&err, pages < batch_max() ? pages : batch_max()) <= 0)
             break;
