@@ -75,6 +75,12 @@ static int prot_of(const struct upager__page *p)
 }
 
 static bool reclaim_on; /* a fault had to evict: the budget is full (below) */
+static bool pressed;    /* ... whether or not there is a reserve        */
+
+bool upager__clock_pressed(void)
+{
+    return __atomic_load_n(&pressed, __ATOMIC_RELAXED);
+}
 
 int upager__clock_init(size_t limit)
 {
@@ -96,6 +102,7 @@ int upager__clock_init(size_t limit)
     g->peak = 0;
     g->span = 0;
     reclaim_on = false;
+    pressed = false;
     return 0;
 }
 
@@ -615,6 +622,7 @@ static int make_room(size_t blocks, bool slot, bool wait)
         if (upager__clock_memory() + blocks <= budget_blocks() && (!slot || slot_free()))
             return 0;
         reclaim_on = reserve_of() && upager__ioq_running();
+        __atomic_store_n(&pressed, true, __ATOMIC_RELAXED);
         int err;
         long done = evict_some(&err, batch_max());
         if (done > 0)

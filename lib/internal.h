@@ -312,6 +312,7 @@ void upager__clock_reclaim(void); /* an I/O thread: free the reserve of frames *
 /* After a page was opened: cools pages when too many are open (at
  * max_open, here; nearing it, by an I/O thread). */
 void upager__clock_open_check(void);
+bool upager__clock_pressed(void); /* the budget has been full: a fault evicted */
 size_t upager__clock_open_recount(void); /* tests: PF_REF pages in frames */
 extern size_t upager__test_max_open;     /* tests: set before start-up  */
 int upager__writeback_locked(size_t page);/* write a dirty page, keep it  */
@@ -353,6 +354,9 @@ bool upager__ioq_cleaning(void); /* running, and its write-backs succeed */
 void upager__ioq_clean(void); /* cooled dirty pages wait: write them back */
 void upager__ioq_reclaim(void); /* free frames run low: evict ahead (clock.c) */
 bool upager__ioq_readahead(size_t page, size_t n, const void *owner); /* a hint */
+/* Asks for the dirty pages of [page, page+n) of `owner` to be written back
+ * and kept, write-protected (readahead.c, write-behind); a hint too. */
+bool upager__ioq_writebehind(size_t page, size_t n, const void *owner);
 void upager__ioq_drain(void); /* tests: until the threads are idle (10 s at most) */
 
 /* readahead.c: the policy (thread-local state; fault path) */

@@ -38,6 +38,14 @@
  * a program that dirties memory faster than the store takes it is slowed,
  * never stopped.
  *
+ * Write-behind.  A sequential writer's fault asks, through the same ring,
+ * for the dirty pages a little behind it to be written (readahead.c).  The
+ * thread takes runs of them that are free to lock, makes the open ones
+ * read-only first (a write meanwhile faults, waits for the page, and
+ * dirties it again), writes each run and leaves the pages resident and
+ * clean.  A failed write leaves them dirty and writable, and the clock
+ * writes its own victims for a while, as for the cleaner.
+ *
  * Reclaim.  Once the budget is full, a fault that finds no free frame
  * would evict for itself, with an mprotect and a hole punch in its wait;
  * the clock asks the threads (reclaim_wanted) to keep a small reserve of
@@ -63,6 +71,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +88,7 @@ struct request {
     _Atomic uint32_t state;
     size_t page, n;
     const void *owner;
+    bool write; /* write-behind; else read-ahead */
 };
 
 static struct request ring[RING];
@@ -138,12 +148,13 @@ void upager__ioq_reclaim(void)
         wake();
 }
 
-bool upager__ioq_readahead(size_t page, size_t n, const void *owner)
+static bool request(size_t page, size_t n, const void *owner, bool write)
 {
     if (!atomic_load_explicit(&running, memory_order_relaxed) || n == 0)
         return false;
     for (unsigned i = 0; i < RING; i++) { /* asked already: once is enough */
-        if (atomic_load(&ring[i].state) == SLOT_READY && ring[i].page == page)
+        if (atomic_load(&ring[i].state) == SLOT_READY && ring[i].page == page &&
+            ring[i].write == write)
             return true;
     }
     for (unsigned i = 0; i < RING; i++) {
@@ -152,12 +163,23 @@ bool upager__ioq_readahead(size_t page, size_t n, const void *owner)
             ring[i].page = page;
             ring[i].n = n;
             ring[i].owner = owner;
+            ring[i].write = write;
             atomic_store(&ring[i].state, SLOT_READY);
             wake();
             return true;
         }
     }
     return false; /* the ring is full: a hint dropped */
+}
+
+bool upager__ioq_readahead(size_t page, size_t n, const void *owner)
+{
+    return request(page, n, owner, false);
+}
+
+bool upager__ioq_writebehind(size_t page, size_t n, const void *owner)
+{
+    return request(page, n, owner, true);
 }
 
 /* ---- cleaning ----------------------------------------------------------- */
@@ -293,6 +315,67 @@ static void serve_readahead(struct request *q)
     upager__load_async(page, n); /* unlocks */
 }
 
+/* A page write-behind may take: resident, dirty, unpinned, of the owner. */
+static bool behind(const struct upager__page *p, const void *owner)
+{
+    return p->state == PAGE_RESIDENT && (p->flags & PF_DIRTY) && !p->pins &&
+           p->owner == owner;
+}
+
+/* Writes back the dirty pages of a request, in runs of pages free to lock
+ * whose protection is the same: those the program can access are made
+ * read-only first, so that a write while theirs is in flight faults and
+ * waits, and dirties the page again after. */
+static void serve_writebehind(struct request *q)
+{
+    struct upager__global *g = &upager__g;
+    size_t page = q->page, end = q->page + q->n, cap = upager__io_run_max();
+    const void *owner = q->owner;
+    atomic_store(&q->state, SLOT_FREE);
+    if (end > g->npages)
+        end = g->npages;
+    if (cap > 64)
+        cap = 64;
+    bool ok[64];
+    while (page < end && upager__ioq_cleaning()) {
+        size_t n = 0;
+        bool open = false;
+        while (page + n < end && n < cap) {
+            struct upager__page *p = PG(page + n);
+            if (!behind(p, owner) || !upager__trylock(&p->lock))
+                break;
+            if (!behind(p, owner) || (n && ((p->flags & PF_REF) != 0) != open)) {
+                upager__unlock(&p->lock);
+                break;
+            }
+            if (n == 0)
+                open = (p->flags & PF_REF) != 0;
+            n++;
+        }
+        if (n == 0) {
+            page++;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            ok[i] = false;
+        int err = open ? upager__protect(page, n, PROT_READ) : 0;
+        if (!err && (err = upager__io_write_run(page, n, ok)))
+            atomic_store(&failed_at, now_ms()); /* the clock writes alone a while */
+        for (size_t i = 0; i < n; i++) {
+            struct upager__page *p = PG(page + i);
+            if (!err || ok[i]) {
+                p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
+                p->wb = 0;
+            } else if (open) { /* still dirty: writable again */
+                upager__protect(page + i, 1, PROT_READ | PROT_WRITE);
+            }
+            upager__unlock(&p->lock);
+        }
+        page += n;
+    }
+    upager__clock_signal();
+}
+
 static void *io_thread(void *arg)
 {
     (void)arg;
@@ -303,7 +386,10 @@ static void *io_thread(void *arg)
         for (unsigned i = 0; i < RING; i++) {
             uint32_t expect = SLOT_READY;
             if (atomic_compare_exchange_strong(&ring[i].state, &expect, SLOT_TAKEN)) {
-                serve_readahead(&ring[i]);
+                if (ring[i].write)
+                    serve_writebehind(&ring[i]);
+                else
+                    serve_readahead(&ring[i]);
                 busy = true;
             }
         }

@@ -14,6 +14,9 @@
  * on, so that about two windows are read while the program uses a third.
  * Those pages arrive cooled: unused, they are the clock's first victims.
  *
+ * A sequential writer's pages well behind it are written back early
+ * (write-behind, below).
+ *
  * With UPAGER_ADVICE_SEQUENTIAL the pages well behind a sequential fault
  * will not be wanted again soon: they are evicted at once (evict behind),
  * so that a scan does not push out the rest of the resident set.
@@ -70,9 +73,23 @@ size_t upager__wa_window(size_t page)
     return 1 + n;
 }
 
+/* Write-behind.  Once the budget has been full, the pages a sequential
+ * writer left well behind it are written back by the I/O threads while it
+ * goes on, as the kernel's flusher writes a streaming writer's pages: they
+ * stay resident, clean and write-protected, the evictions that take them
+ * later write nothing, and what a fill leaves dirty is a few windows, not
+ * the budget.  Before the budget is full nothing is written: data that
+ * fits is never written at all. */
 void upager__ra_written(size_t page, size_t run)
 {
+    bool seq = wseq_next && page == wseq_next;
     wseq_next = page + run;
+    size_t lag = 4 * ((size_t)upager__g.readahead + 1);
+    if (lag > upager__g.limit / 8) /* behind the run it has written, well
+                                     * before the hand */
+        lag = upager__g.limit / 8;
+    if (seq && page >= lag + run && upager__clock_pressed())
+        upager__ioq_writebehind(page - lag - run, run, PG(page)->owner);
 }
 
 /* Pages in one asynchronous window: the full read-ahead, at most an

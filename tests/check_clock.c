@@ -254,6 +254,59 @@ START_TEST(test_cooled_dirty_written)
 }
 END_TEST
 
+/* Write-behind: once the budget has been full, the I/O threads write back
+ * what a sequential writer left behind it, and keep it.  A fill of 8x the
+ * budget (64 pages) leaves at most a quarter of the budget dirty, where
+ * every resident page would be otherwise; data that fits the budget is
+ * never written.  A page written back this way is write-protected: the
+ * program's next write to it dirties it again, and that write survives
+ * eviction. */
+START_TEST(test_write_behind)
+{
+    const size_t budget = 8 * TU_MIB, len = 64 * TU_MIB;
+    struct upager_stats s;
+    tu_env("8M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "4");
+    size_t ps = tu_init();
+
+    unsigned char *fits = upager_malloc(budget / 2);
+    ck_assert_ptr_nonnull(fits);
+    tu_pattern_fill(fits, 0, budget / 2, 50);
+    upager__ioq_drain();
+    tu_stats(&s);
+    ck_assert_uint_eq(s.writebacks, 0);
+    upager_free(fits);
+
+    unsigned char *p = upager_malloc(len);
+    ck_assert_ptr_nonnull(p);
+    tu_pattern_fill(p, 0, len, 51);
+    upager__ioq_drain();
+    size_t dirty = 0, resident = 0, first = (size_t)-1;
+    for (size_t i = 0; i < len / ps; i++) {
+        struct upager__page *q = PG(ADDR_PAGE(p + i * ps));
+        if (q->state != PAGE_RESIDENT)
+            continue;
+        resident++;
+        if (q->flags & PF_DIRTY)
+            dirty++;
+        else if (first == (size_t)-1 && (q->flags & PF_REF))
+            first = i; /* written behind, still open: read-only */
+    }
+    ck_assert_uint_ge(resident, budget / ps / 2);
+    ck_assert_msg(dirty <= budget / ps / 4, "%zu of %zu resident pages left dirty", dirty,
+                  resident);
+    ck_assert_msg(first != (size_t)-1, "no page written behind and kept open");
+    /* A write to it: dirty again, and kept through eviction. */
+    p[first * ps + 7] = (unsigned char)~tu_pattern_byte(first * ps + 7, 51);
+    ck_assert(PG(ADDR_PAGE(p + first * ps))->flags & PF_DIRTY);
+    ck_assert_int_eq(upager_advise(p + first * ps, ps, UPAGER_ADVICE_DONTNEED), 0);
+    ck_assert_int_ne(PG(ADDR_PAGE(p + first * ps))->state, PAGE_RESIDENT);
+    ck_assert_int_eq(p[first * ps + 7], (unsigned char)~tu_pattern_byte(first * ps + 7, 51));
+    p[first * ps + 7] = tu_pattern_byte(first * ps + 7, 51);
+    ck_assert_uint_eq(tu_pattern_check(p, 0, len, 51), (size_t)-1);
+}
+END_TEST
+
 /* Once the budget is full, an I/O thread keeps a reserve of limit/32
  * frames free ahead of the faults (background reclaim): after a stream of
  * writes through 4x the budget, and the threads idle, the resident pages
@@ -304,6 +357,7 @@ Suite *clock_suite(void)
     tcase_add_test(tc, test_budget_respected);
     tcase_add_test(tc, test_background_reclaim);
     tcase_add_test(tc, test_cooled_dirty_written);
+    tcase_add_test(tc, test_write_behind);
     suite_add_tcase(s, tc);
 
     return s;
