@@ -203,6 +203,8 @@ struct upager__global {
                                      (io.c); NULL: through I/O buffers     */
     size_t npages;                /* arena pages                            */
     int memfd[UPAGER__NSHARD];    /* the frames; the arena maps them        */
+    upager__lock_t memfd_lock[UPAGER__NSHARD]; /* around writes and punches
+                                     of a memfd (os.c)                      */
     unsigned nshard;              /* memfds in use                          */
     size_t shard_pages;           /* arena pages per memfd                  */
     struct upager__page *pages;   /* the page table                         */
