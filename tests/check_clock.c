@@ -310,7 +310,7 @@ END_TEST
 /* Once the budget is full, an I/O thread keeps a reserve of limit/32
  * frames free ahead of the faults (background reclaim): after a stream of
  * writes through 4x the budget, and the threads idle, the resident pages
- * are at least that reserve below the budget; the data is intact.  Data
+ * are at least half that reserve below the budget; the data is intact.  Data
  * that fits the budget never starts it: every page stays resident. */
 START_TEST(test_background_reclaim)
 {
@@ -336,9 +336,12 @@ START_TEST(test_background_reclaim)
     upager__ioq_drain();
     tu_stats(&s);
     ck_assert_uint_gt(s.evictions, 0);
-    ck_assert_msg(s.resident_bytes <= budget - reserve * ps,
-                  "resident %zu KiB: no reserve of %zu frames below the budget of %zu KiB",
-                  s.resident_bytes >> 10, reserve, budget >> 10);
+    /* Reclaim frees the whole reserve when asked, and is asked when a
+     * fault leaves less than half of it: whatever the last faults took,
+     * half the reserve is free. */
+    ck_assert_msg(s.resident_bytes + reserve / 2 * ps <= budget,
+                  "resident %zu KiB: not even half the reserve of %zu frames free below "
+                  "the budget of %zu KiB", s.resident_bytes >> 10, reserve, budget >> 10);
     size_t bad = tu_pattern_check(p, 0, len, 49);
     ck_assert_msg(bad == (size_t)-1, "data differs at %zu", bad);
 }
