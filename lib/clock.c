@@ -39,7 +39,9 @@
  * Write-back mostly happens before the hand comes back: a dirty page the
  * hand cools is marked (wb) for the I/O threads, which write it in the
  * background (ioq.c) unless the program touches it again first -- the
- * kernel's flusher writing what has not been written for a while.  A
+ * kernel's flusher writing what has not been written for a while.  A page
+ * the program wrote again after such a write (WB_EARLY) is rewritten in
+ * place: it is not written early again, only once it is a victim.  A
  * cooled dirty page the hand meets is passed over, and evicted at its next
  * visit, clean.  Only when it has passed over DIRTY_SKIP of them, or gone
  * round once, does the hand take the oldest dirty one and write it itself.
@@ -259,8 +261,8 @@ static bool cool_run(size_t page, size_t frame)
         struct upager__page *q = PG(page + i);
         if (cooled) {
             upager__flags(q, q->flags & ~PF_REF);
-            if (q->flags & PF_DIRTY) {
-                q->wb = 1; /* written back before the hand is back */
+            if ((q->flags & PF_DIRTY) && !(q->wb & WB_EARLY)) {
+                q->wb |= WB_WANTED; /* written back before the hand is back */
                 dirty = true;
             }
         }
@@ -354,7 +356,7 @@ static void find_victims(struct batch *b, size_t max)
             }
             bool dirty = (p->flags & PF_DIRTY) != 0;
             if (clean_only && dirty)
-                p->wb = 1; /* for the cleaner, until referenced again */
+                p->wb |= WB_WANTED; /* for the cleaner, until referenced again */
             upager__unlock(&p->lock);
             if (clean_only && dirty) { /* left to the cleaner, for now */
                 if (skipped++ == 0) {

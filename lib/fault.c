@@ -670,7 +670,7 @@ static int fault(void *addr, int acc)
             bool ahead = (p->flags & PF_RA) != 0;
             p->flags &= (uint8_t)~(PF_RA | PF_RAMARK);
             upager__flags(p, p->flags | (PF_REF | (write ? PF_DIRTY : 0)));
-            p->wb = 0; /* in use again: not for the cleaner */
+            p->wb &= WB_EARLY; /* in use again: not for the cleaner */
             if ((err = upager__protect(page, 1, prot_of(p)))) {
                 upager__flags(p, old);
                 upager__protect(page, 1, PROT_NONE);

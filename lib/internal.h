@@ -128,6 +128,12 @@ enum upager__page_state {
 #define PF_RA      0x40 /* read ahead by an I/O thread, not yet accessed      */
 #define PF_RAMARK  0x80 /* ... and the first page of its window               */
 
+/* wb */
+#define WB_WANTED 0x01 /* dirty, cooled: the I/O threads write it back       */
+#define WB_EARLY  0x02 /* the I/O threads wrote it while it stayed resident:
+                          dirty again, it is rewritten in place, and is not
+                          written again before it is a victim (clock.c)    */
+
 /* kind: who owns a live page */
 enum { OWNER_NONE = 0, OWNER_SLAB, OWNER_LARGE, OWNER_MAP };
 
@@ -136,8 +142,7 @@ struct upager__page {
     uint8_t state;       /* enum upager__page_state                          */
     uint8_t flags;       /* PF_*                                             */
     uint8_t kind;        /* OWNER_*; set by alloc.c / map.c under alloc_lock */
-    uint8_t wb;          /* 1: the hand passed it over, dirty: the I/O
-                            threads write it back (ioq.c)                    */
+    uint8_t wb;          /* WB_*: write-back in the background (ioq.c)     */
     uint32_t pins;       /* upager_pin nesting count; pinned pages stay      */
     uint32_t frame;      /* frame index while PAGE_RESIDENT                  */
     uint32_t gen;        /* protection generation: new at every mprotect     */

@@ -29,8 +29,9 @@
  * write.  So the dirty pages a program left behind (a fill, then reads)
  * reach the store while it goes on, not in its later faults' evictions.
  * A page referenced again before the cleaner gets to it is not written
- * (the soft fault clears wb); one written and then dirtied again is
- * written again, at most once per turn of the hand.  A
+ * (the soft fault clears WB_WANTED); one written and then dirtied again
+ * (WB_EARLY) is written again only when the hand takes it for a victim,
+ * so a page the program keeps rewriting is not written every turn.  A
  * write that fails leaves the page dirty (nothing is lost) and the clock
  * writes its victims itself for 100 ms, retrying them and saying so, before
  * it passes dirty ones to the threads again.  The clock still
@@ -188,7 +189,7 @@ bool upager__ioq_writebehind(size_t page, size_t n, const void *owner)
 static bool cleanable(const struct upager__page *p)
 {
     return p->state == PAGE_RESIDENT && (p->flags & (PF_REF | PF_DIRTY)) == PF_DIRTY &&
-           !p->pins && p->wb;
+           !p->pins && (p->wb & WB_WANTED);
 }
 
 /* A page that may join a run: cooled and dirty, in the arena after a page
@@ -259,7 +260,7 @@ static int write_runs(struct run *r, size_t nr)
             struct upager__page *p = PG(r[k].page + i);
             if (!err || (first == 0 && ok[i])) {
                 p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
-                p->wb = 0;
+                p->wb = WB_EARLY;
             }
             upager__unlock(&p->lock);
         }
@@ -365,7 +366,7 @@ static void serve_writebehind(struct request *q)
             struct upager__page *p = PG(page + i);
             if (!err || ok[i]) {
                 p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
-                p->wb = 0;
+                p->wb = WB_EARLY;
             } else if (open) { /* still dirty: writable again */
                 upager__protect(page + i, 1, PROT_READ | PROT_WRITE);
             }

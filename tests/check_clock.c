@@ -251,6 +251,39 @@ START_TEST(test_cooled_dirty_written)
     ck_assert_uint_ge(s.resident_bytes, (N - 8) * ps);
     for (size_t i = 0; i < N; i++)
         ck_assert_int_eq(read_byte(p + i * ps + 5), i % 2 == 0 ? (unsigned char)(i + 1) : 0);
+    /* The program writes them again (and reads the others): rewritten in
+     * place, they are not written early again when the hand cools them a
+     * second time (at most the odd dirty victim it passes over is). */
+    unsigned char *y = upager_aligned_alloc(ps, 16 * ps);
+    ck_assert_ptr_nonnull(y);
+    struct upager_stats s2;
+    bool again[N] = {false};
+    size_t rewritten = 0;
+    for (size_t i = 0; i < N; i += 2) {
+        if (PG(ADDR_PAGE(p + i * ps))->state == PAGE_RESIDENT) {
+            p[i * ps + 5] = (unsigned char)(i + 2);
+            again[i] = true;
+            rewritten++;
+        }
+    }
+    ck_assert_uint_ge(rewritten, N / 2 - 8);
+    for (size_t i = 1; i < N; i += 2) /* and the others referenced again */
+        ck_assert_int_eq(read_byte(p + i * ps + 5), 0);
+    /* Pages enough to fill the frames the first eviction freed, and one
+     * more: the hand goes round again. */
+    tu_stats(&s2);
+    size_t room = (s2.budget_bytes - s2.resident_bytes) / ps;
+    ck_assert_uint_lt(room, 16);
+    for (size_t k = 0; k <= room; k++)
+        ck_assert_int_eq(read_byte(y + k * ps), 0);
+    upager__ioq_drain();
+    tu_stats(&s2);
+    ck_assert_msg(s2.writebacks - s.writebacks <= 4,
+                  "%llu pages written early again after the program rewrote them",
+                  (unsigned long long)(s2.writebacks - s.writebacks));
+    for (size_t i = 0; i < N; i++)
+        ck_assert_int_eq(read_byte(p + i * ps + 5),
+                         i % 2 ? 0 : (unsigned char)(i + 1 + (again[i] ? 1 : 0)));
 }
 END_TEST
 
