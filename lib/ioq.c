@@ -249,6 +249,14 @@ static size_t collect(struct run *r, size_t max, size_t *seen)
     return found;
 }
 
+/* A page the I/O threads wrote: clean, in the store, and resident still
+ * (WB_EARLY, clock.c).  Precondition: its lock held. */
+static void written(struct upager__page *p)
+{
+    p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
+    p->wb = WB_EARLY;
+}
+
 /* Writes the runs and unlocks their pages; returns the first error. */
 static int write_runs(struct run *r, size_t nr)
 {
@@ -258,10 +266,8 @@ static int write_runs(struct run *r, size_t nr)
         int err = first ? first : upager__io_write_run(r[k].page, r[k].n, ok);
         for (size_t i = 0; i < r[k].n; i++) {
             struct upager__page *p = PG(r[k].page + i);
-            if (!err || (first == 0 && ok[i])) {
-                p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
-                p->wb = WB_EARLY;
-            }
+            if (!err || (first == 0 && ok[i]))
+                written(p);
             upager__unlock(&p->lock);
         }
         if (err && !first)
@@ -364,12 +370,10 @@ static void serve_writebehind(struct request *q)
             atomic_store(&failed_at, now_ms()); /* the clock writes alone a while */
         for (size_t i = 0; i < n; i++) {
             struct upager__page *p = PG(page + i);
-            if (!err || ok[i]) {
-                p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
-                p->wb = WB_EARLY;
-            } else if (open) { /* still dirty: writable again */
+            if (!err || ok[i])
+                written(p);
+            else if (open) /* still dirty: writable again */
                 upager__protect(page + i, 1, PROT_READ | PROT_WRITE);
-            }
             upager__unlock(&p->lock);
         }
         page += n;

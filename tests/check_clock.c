@@ -287,6 +287,18 @@ START_TEST(test_cooled_dirty_written)
 }
 END_TEST
 
+/* Data that fits the budget: half of it written and the I/O threads let
+ * finish; *s is the counters then.  The data is freed after. */
+static void fill_half_budget(size_t budget, uint64_t seed, struct upager_stats *s)
+{
+    unsigned char *fits = upager_malloc(budget / 2);
+    ck_assert_ptr_nonnull(fits);
+    tu_pattern_fill(fits, 0, budget / 2, seed);
+    upager__ioq_drain();
+    tu_stats(s);
+    upager_free(fits);
+}
+
 /* Write-behind: once the budget has been full, the I/O threads write back
  * what a sequential writer left behind it, and keep it.  A fill of 8x the
  * budget (64 pages) leaves at most a quarter of the budget dirty, where
@@ -302,13 +314,8 @@ START_TEST(test_write_behind)
     tu_setenv("UPAGER_READAHEAD", "4");
     size_t ps = tu_init();
 
-    unsigned char *fits = upager_malloc(budget / 2);
-    ck_assert_ptr_nonnull(fits);
-    tu_pattern_fill(fits, 0, budget / 2, 50);
-    upager__ioq_drain();
-    tu_stats(&s);
+    fill_half_budget(budget, 50, &s);
     ck_assert_uint_eq(s.writebacks, 0);
-    upager_free(fits);
 
     unsigned char *p = upager_malloc(len);
     ck_assert_ptr_nonnull(p);
@@ -354,14 +361,9 @@ START_TEST(test_background_reclaim)
     size_t reserve = budget / ps / 32;
     ck_assert_uint_ge(reserve, 4);
 
-    unsigned char *fits = upager_malloc(budget / 2);
-    ck_assert_ptr_nonnull(fits);
-    tu_pattern_fill(fits, 0, budget / 2, 48);
-    upager__ioq_drain();
-    tu_stats(&s0);
+    fill_half_budget(budget, 48, &s0);
     ck_assert_uint_eq(s0.evictions, 0);
     ck_assert_uint_eq(s0.resident_bytes, budget / 2);
-    upager_free(fits);
 
     unsigned char *p = upager_malloc(len);
     ck_assert_ptr_nonnull(p);
