@@ -51,12 +51,13 @@
  * faults, so that they find a free frame (background reclaim, below).  A
  * page read in part (fault.c) is cooled and evicted like any other.
  *
- * Open pages are what keeps the kernel's mapping count bounded: every
- * accessible page is at most two protection runs, and at most max_open
- * pages, a third of vm.max_map_count / 2, are accessible at once (below).
- * init.c chooses the page size so that the budget in pages stays under
- * max_open, so whole pages may all be open; pages read in part take more
- * frames, up to a block each, and the hand cools them to keep the bound.
+ * Open runs are what keeps the kernel's mapping count bounded: a whole
+ * accessible page, or a stretch of open blocks of a page read in part, is
+ * one run and costs at most two mappings, and at most max_open runs, a
+ * third of vm.max_map_count / 2, are open at once (below).  init.c chooses
+ * the page size so that the budget in pages stays under max_open, so whole
+ * pages may all be open; pages read in part take more frames, up to a
+ * block each, and the hand cools them to keep the bound.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -507,12 +508,13 @@ static size_t reserve_of(void)
     return r < 4 ? 0 : r;
 }
 
-/* Open pages.  An accessible page costs the kernel up to two mappings
- * (a page read in part: its open run of blocks), where a cooled one is
+/* Open runs.  An accessible page costs the kernel up to two mappings for
+ * each open run (a whole page is one; a page read in part has one per
+ * stretch of open blocks: upager__open_runs), where a cooled page is
  * PROT_NONE like its neighbours and costs none.  So vm.max_map_count
- * bounds the pages open at once, not the resident ones: at most max_open
+ * bounds the runs open at once, not the resident pages: at most max_open
  * (init.c).  Pages read in part may fill the budget a block each, far more
- * pages than that; when the open ones near the bound, the hand cools pages
+ * pages than that; when the open runs near the bound, the hand cools pages
  * ahead of its turn -- an I/O thread from open_high() down to open_low(),
  * a faulting thread itself past max_open. */
 size_t upager__test_max_open;
@@ -577,8 +579,8 @@ size_t upager__clock_open_recount(void)
     size_t n = 0;
     upager__lock(&g->clock_lock);
     for (size_t f = 0; f < g->span; f++)
-        if (g->frame_page[f] != FRAME_NONE && (PG(g->frame_page[f])->flags & PF_REF))
-            n++;
+        if (g->frame_page[f] != FRAME_NONE && PG(g->frame_page[f])->frame == f)
+            n += upager__open_runs(PG(g->frame_page[f])->flags, PG(g->frame_page[f])->openb);
     upager__unlock(&g->clock_lock);
     return n;
 }

@@ -254,12 +254,12 @@ static int load_run(size_t page, size_t n, int mode)
  *   - a write, or any of the above: the whole page is read into the frame
  *     (the blocks it has are rewritten with the same bytes, so readers of
  *     them see no change) and it becomes an ordinary page.
- * At most one run of blocks of a page is open at a time (opening another
- * closes the page first), so a page read in part costs the kernel at most
- * three mappings, against two for a whole page: the cap on resident pages
- * (init.c) keeps pages at a third of vm.max_map_count, and three mappings
- * each stay within half of it.  The clock cools and evicts such a page as
- * any other: PROT_NONE over the whole page, the frame punched.
+ * Opening a block leaves the runs of blocks open already as they are: a
+ * random reader that comes back to a block it read finds it open.  Each
+ * open run costs the kernel up to two mappings, as a whole open page does,
+ * and the clock bounds the runs open at once, not the pages (clock.c).
+ * The clock cools and evicts such a page as any other: PROT_NONE over the
+ * whole page (all its runs closed), the frame punched.
  *
  * The kernel reading such a page (a system call) gets EFAULT at a block
  * that is not open, as at any page that is not; upager_pin and the
@@ -280,9 +280,9 @@ static bool reads_part(size_t page)
            upager__page_store(page, &off, &len)->partial;
 }
 
-/* Opens the run of blocks `page` has around block b, readable; closes the
- * rest of the page first when a run may be open.  Precondition: page
- * locked, RESIDENT, read in part, with block b. */
+/* Opens the run of blocks `page` has around block b, readable, beside any
+ * run open already.  Precondition: page locked, RESIDENT, read in part,
+ * with block b. */
 static int open_blocks(size_t page, unsigned b)
 {
     struct upager__page *p = PG(page);
@@ -291,17 +291,15 @@ static int open_blocks(size_t page, unsigned b)
         lo--;
     while (hi < upager__g.nblocks && ((p->blocks >> hi) & 1))
         hi++;
-    int err = 0;
-    if (p->flags & PF_REF)
-        err = upager__protect(page, 1, PROT_NONE);
-    if (!err)
-        err = upager__protect_blocks(page, lo, hi - lo, PROT_READ);
+    uint32_t run = (uint32_t)(((2ull << (hi - 1)) - 1) & ~((1ull << lo) - 1));
+    int err = upager__protect_blocks(page, lo, hi - lo, PROT_READ);
     if (err) { /* closed again: nothing open that the flags do not say */
         if (upager__protect(page, 1, PROT_NONE) == 0)
             upager__flags(p, p->flags & ~PF_REF);
         return err;
     }
-    upager__flags(p, (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF));
+    uint32_t openb = (p->flags & PF_REF) ? p->openb : 0;
+    upager__set_open(p, (p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF, openb | run);
     p->wb = 0;
     return 0;
 }
@@ -325,6 +323,7 @@ static int load_block(size_t page, unsigned b)
     }
     set_resident(page, 1, &frame, LOAD_READ);
     p->blocks = 1u << b;
+    upager__set_open(p, p->flags, p->blocks);
     return 0;
 }
 
@@ -343,7 +342,7 @@ static int complete_page(size_t page, bool write)
         return err;
     }
     p->blocks = 0;
-    upager__flags(p, (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF | (write ? PF_DIRTY : 0)));
+    upager__set_open(p, (p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF | (write ? PF_DIRTY : 0), 0);
     p->wb = 0;
     if ((err = upager__protect(page, 1, prot_of(p)))) {
         upager__flags(p, p->flags & ~(PF_REF | PF_DIRTY));
@@ -384,7 +383,7 @@ static int fault_part(size_t page, unsigned b, bool write, bool *major)
         if (p->blocks == (uint32_t)((2ull << (upager__g.nblocks - 1)) - 1)) {
             /* every block read: an ordinary page, opened whole */
             p->blocks = 0;
-            upager__flags(p, (uint8_t)((p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF));
+            upager__set_open(p, (p->flags & ~(PF_RA | PF_RAMARK)) | PF_REF, 0);
             int err = upager__protect(page, 1, PROT_READ);
             if (err) {
                 upager__flags(p, p->flags & ~PF_REF);
@@ -652,10 +651,15 @@ static int fault(void *addr, int acc)
         if (p->blocks) { /* read in part */
             unsigned b = block_of(page, addr);
             if (acc == ACCESS_UNKNOWN && (p->flags & PF_REF) && ((p->blocks >> b) & 1)) {
-                if (!(retry_addr == addr && retry_gen == p->gen)) {
+                if (!((p->openb >> b) & 1)) {
                     /* A read of a block not open, or a write: open it
                      * and see (the retry rule). */
                     return run_again(addr, p, open_blocks(page, b));
+                }
+                if (!(retry_addr == addr && retry_gen == p->gen)) {
+                    /* Open: a read that raced the opening, or a write.
+                     * Run it again and see (the retry rule). */
+                    return run_again(addr, p, upager__protect_blocks(page, b, 1, PROT_READ));
                 }
                 if (p->flags & PF_RDONLY)
                     goto read_only;

@@ -264,7 +264,7 @@ static void print_config(const struct upager__global *g)
     else
         snprintf(store, sizeof store, "dir=%s", g->cfg.dir);
     upager__say("budget=%s page_size=%s arena=%s %s readahead=%d direct_io=%d "
-                "max_open_pages=%zu (vm.max_map_count=%ld) frames=%zu memory=%s",
+                "max_open_runs=%zu (vm.max_map_count=%ld) frames=%zu memory=%s",
                 upager__fmt_size(a, sizeof a, g->limit * g->page_size),
                 upager__fmt_size(b, sizeof b, g->page_size),
                 upager__fmt_size(c, sizeof c, g->npages * g->page_size), store,

@@ -149,6 +149,8 @@ struct upager__page {
     uint32_t blocks;     /* RESIDENT and read in part (fault.c): the blocks
                             whose store contents are in the frame; 0: the
                             whole page.  Such a page is never dirty.         */
+    uint32_t openb;      /* of those, the blocks open (readable) while
+                            PF_REF; 0 for a whole page (upager__set_open)    */
     void *owner;         /* struct slab / large / mapping of alloc.c, map.c  */
 };
 
@@ -221,9 +223,9 @@ struct upager__global {
     size_t nframes;               /* size of the frame table: the budget in
                                      blocks at its largest, since a page
                                      read in part may hold one block       */
-    size_t max_open;              /* accessible (PF_REF) pages allowed: what
+    size_t max_open;              /* open runs allowed: what
                                      vm.max_map_count bounds (clock.c)      */
-    _Atomic size_t open;          /* pages with PF_REF (upager__flags)      */
+    _Atomic size_t open;          /* open runs of pages (upager__set_open)  */
     size_t *frame_page;           /* page in each frame, or FRAME_NONE      */
     size_t *free_frames;          /* stack of unused frame indices          */
     size_t nfree;
@@ -256,17 +258,38 @@ extern struct upager__global upager__g;
 
 #define FRAME_NONE ((size_t)-1)
 
-/* Sets a page's flags (its lock held).  Every change of PF_REF goes
- * through here: g->open counts the accessible pages, which are what costs
- * the kernel mappings (clock.c). */
+/* What an accessible page costs the kernel, in open runs: each is at most
+ * two mappings (the run, and the PROT_NONE rest of the page split off
+ * behind it).  A whole page open is one run; a page read in part has a run
+ * per stretch of open blocks; a cooled page costs none.  g->open is the sum
+ * over all pages, and vm.max_map_count bounds it (clock.c). */
+static inline size_t upager__open_runs(unsigned flags, uint32_t openb)
+{
+    if (!(flags & PF_REF))
+        return 0;
+    return openb ? (size_t)__builtin_popcount(openb & ~(openb << 1)) : 1;
+}
+
+/* Sets a page's flags and open blocks (its lock held).  Every change of
+ * PF_REF or openb goes through here or upager__flags, so that g->open
+ * stays the sum of upager__open_runs.  Without PF_REF nothing is open. */
+static inline void upager__set_open(struct upager__page *p, unsigned f, uint32_t openb)
+{
+    if (!(f & PF_REF))
+        openb = 0;
+    size_t was = upager__open_runs(p->flags, p->openb), now = upager__open_runs(f, openb);
+    if (now > was)
+        atomic_fetch_add_explicit(&upager__g.open, now - was, memory_order_relaxed);
+    else if (now < was)
+        atomic_fetch_sub_explicit(&upager__g.open, was - now, memory_order_relaxed);
+    p->flags = (uint8_t)f;
+    p->openb = openb;
+}
+
+/* Sets a page's flags (its lock held), its open blocks unchanged. */
 static inline void upager__flags(struct upager__page *p, unsigned f)
 {
-    int d = (int)(f & PF_REF) - (int)(p->flags & PF_REF);
-    if (d > 0)
-        atomic_fetch_add_explicit(&upager__g.open, 1, memory_order_relaxed);
-    else if (d < 0)
-        atomic_fetch_sub_explicit(&upager__g.open, 1, memory_order_relaxed);
-    p->flags = (uint8_t)f;
+    upager__set_open(p, f, p->openb);
 }
 #define PG(i) (&upager__g.pages[(i)])
 #define PAGE_ADDR(i) (upager__g.base + ((size_t)(i) << upager__g.page_shift))
@@ -316,11 +339,11 @@ void upager__frame_put(size_t frame, size_t missing);
 int upager__evict_locked(size_t page);    /* caller holds the page's lock */
 int upager__clock_shrink(size_t limit);   /* evict down to limit pages    */
 void upager__clock_reclaim(void); /* an I/O thread: free the reserve of frames */
-/* After a page was opened: cools pages when too many are open (at
+/* After a page was opened: cools pages when too many runs are open (at
  * max_open, here; nearing it, by an I/O thread). */
 void upager__clock_open_check(void);
 bool upager__clock_pressed(void); /* the budget has been full: a fault evicted */
-size_t upager__clock_open_recount(void); /* tests: PF_REF pages in frames */
+size_t upager__clock_open_recount(void); /* tests: open runs, counted     */
 extern size_t upager__test_max_open;     /* tests: set before start-up  */
 int upager__writeback_locked(size_t page);/* write a dirty page, keep it  */
 

@@ -748,11 +748,58 @@ START_TEST(test_part_budget_in_blocks)
 }
 END_TEST
 
-/* vm.max_map_count bounds the pages open at once, not the resident ones.
+/* Blocks of a page read in part stay open beside each other: under
+ * UPAGER_ADVICE_RANDOM, three blocks apart are read and all three stay
+ * readable with no fault more; each stretch of open blocks counts as one
+ * run against the bound, and two that meet count as one. */
+START_TEST(test_part_blocks_stay_open)
+{
+    const size_t len = 4 * TU_MIB;
+    struct upager_stats s0, s1;
+    tu_env("1M", "65536");
+    size_t ps = tu_init();
+    unsigned char *p = filled_and_evicted(len, 47);
+    upager__ioq_drain();
+    unsigned char *q = p + 7 * ps;
+    struct upager__page *pg = PG(ADDR_PAGE(q));
+    ck_assert_int_eq(upager_advise(q, ps, UPAGER_ADVICE_RANDOM), 0);
+    size_t open0 = atomic_load(&upager__g.open);
+    const unsigned blk[3] = {1, 8, 3};
+    for (unsigned i = 0; i < 3; i++) {
+        size_t off = 7 * ps + blk[i] * 4096 + 11;
+        ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 47));
+    }
+    ck_assert_uint_eq(pg->blocks, (1u << 1) | (1u << 8) | (1u << 3));
+    ck_assert_uint_eq(pg->openb, pg->blocks);
+    ck_assert_uint_eq(atomic_load(&upager__g.open), open0 + 3);
+    tu_stats(&s0);
+    for (unsigned r = 0; r < 2; r++)
+        for (unsigned i = 0; i < 3; i++) {
+            size_t off = 7 * ps + blk[i] * 4096 + 4000;
+            ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 47));
+        }
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.faults, s0.faults);
+    /* Block 2 joins 1 and 3 into one run. */
+    ck_assert_int_eq(read_byte(q + 2 * 4096), tu_pattern_byte(7 * ps + 2 * 4096, 47));
+    ck_assert_uint_eq(pg->openb, (1u << 1) | (1u << 2) | (1u << 3) | (1u << 8));
+    ck_assert_uint_eq(atomic_load(&upager__g.open), open0 + 2);
+    upager__ioq_drain();
+    ck_assert_uint_eq(upager__clock_open_recount(), atomic_load(&upager__g.open));
+    /* The budget shrunk and restored: the count still agrees. */
+    ck_assert_int_eq(upager_set_budget(64 * TU_KIB * 8), 0);
+    ck_assert_int_eq(upager_set_budget(TU_MIB), 0);
+    upager__ioq_drain();
+    ck_assert_uint_eq(upager__clock_open_recount(), atomic_load(&upager__g.open));
+}
+END_TEST
+
+/* vm.max_map_count bounds the runs open at once, not the resident pages.
  * With max_open at 24 (a test hook; 10,921 at the default 65530), random
  * reads of 200 pages fill a 16-page budget with 200 pages read in part,
- * never more than 24 of them open (the count agrees with the pages'
- * flags) and the process's mappings grow by at most two per open page.
+ * never more than 24 runs open (the count agrees with the pages' flags
+ * and open blocks) and the process's mappings grow by at most two per
+ * open run.
  * Every byte is right, and reading the 200 again reads nothing. */
 START_TEST(test_part_open_bound)
 {
@@ -969,6 +1016,7 @@ Suite *fault_suite(void)
     tcase_add_test(tc, test_part_pin_then_syscall);
     tcase_add_test(tc, test_part_file_tail);
     tcase_add_test(tc, test_part_budget_in_blocks);
+    tcase_add_test(tc, test_part_blocks_stay_open);
     tcase_add_test(tc, test_part_open_bound);
     tcase_add_test(tc, test_part_threads_integrity);
     tcase_add_loop_test(tc, test_io_paths, 0, 2);
