@@ -267,6 +267,116 @@ static void *qd2_main(void *arg)
     return NULL;
 }
 
+/* One random major fault without upager, two ways, each the median of
+ * first touches of random 4K pages of the device file:
+ *   "mech4k"    the steps upager's fault takes, bare: a SIGSEGV handler on
+ *               a PROT_NONE mapping of a memfd reads the 4K with O_DIRECT
+ *               into a buffer, writes it into the memfd, and mprotects it
+ *               readable -- no page table, lock, clock or eviction;
+ *   "kfault4k"  the kernel's own major fault: the file mmapped, dropped
+ *               from the page cache, MADV_RANDOM (a 4K read each).
+ * What upager adds to the first is its own work; what the first adds to
+ * the second is the price of the mechanism (signal, copy, mprotect). */
+static struct {
+    char *base, *buf;
+    int fd, mfd;
+} mech;
+
+static void mech_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    uintptr_t a = (uintptr_t)si->si_addr & ~(uintptr_t)4095, b = (uintptr_t)mech.base;
+    if (a < b || a >= b + device_file_size()) {
+        signal(sig, SIG_DFL);
+        return;
+    }
+    off_t off = (off_t)(a - b);
+    if (pread(mech.fd, mech.buf, 4096, off) != 4096 ||
+        pwrite(mech.mfd, mech.buf, 4096, off) != 4096 ||
+        mprotect((void *)a, 4096, PROT_READ) != 0)
+        _exit(98);
+}
+
+/* Median microseconds of the first touch of nreads random 4K pages of
+ * base (a byte read each; a page touched before is drawn again). */
+static double first_touch_median(const char *base, size_t fsize, int nreads, double *lat,
+                                 uint64_t seed)
+{
+    size_t slots = fsize / 4096;
+    unsigned char *seen = calloc(slots, 1);
+    if (!seen)
+        return 0;
+    struct rng r = {seed};
+    volatile unsigned sum = 0;
+    for (int i = 0; i < nreads; i++) {
+        size_t k;
+        do
+            k = (size_t)rng_below(&r, slots);
+        while (seen[k]);
+        seen[k] = 1;
+        double t = bench_now();
+        sum += (unsigned char)base[k * 4096 + 8];
+        lat[i] = (bench_now() - t) * 1e6;
+    }
+    (void)sum;
+    free(seen);
+    qsort(lat, (size_t)nreads, sizeof *lat, cmp_dbl);
+    return bench_median(lat, nreads);
+}
+
+static void fault_mechanism(int fd, size_t fsize, int nreads, double *lat)
+{
+    /* the bare mechanism */
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = mech_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    void *buf = NULL;
+    mech.fd = fd;
+    mech.mfd = memfd_create("bench-mech", MFD_CLOEXEC);
+    if (mech.mfd >= 0 && ftruncate(mech.mfd, (off_t)fsize) == 0 &&
+        posix_memalign(&buf, 4096, 4096) == 0 &&
+        (mech.base = mmap(NULL, fsize, PROT_NONE, MAP_SHARED, mech.mfd, 0)) != MAP_FAILED &&
+        sigaction(SIGSEGV, &sa, &old) == 0) {
+        mech.buf = buf;
+        double med = first_touch_median(mech.base, fsize, nreads, lat, SEED + 7);
+        sigaction(SIGSEGV, &old, NULL);
+        munmap(mech.base, fsize);
+        struct phase *p = &bench_res->ph[bench_res->nph++];
+        memset(p, 0, sizeof *p);
+        snprintf(p->name, sizeof p->name, "mech4k");
+        p->ops = (uint64_t)nreads;
+        p->aux[0] = med;
+        bench_child_send();
+    }
+    free(buf);
+    if (mech.mfd >= 0)
+        close(mech.mfd);
+    if (bench_res->nph >= MAXPH)
+        return;
+    /* the kernel's fault, on the same file through the page cache */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int kfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (kfd < 0)
+        return;
+    posix_fadvise(kfd, 0, (off_t)fsize, POSIX_FADV_DONTNEED);
+    char *m = mmap(NULL, fsize, PROT_READ, MAP_SHARED, kfd, 0);
+    if (m != MAP_FAILED) {
+        madvise(m, fsize, MADV_RANDOM);
+        double med = first_touch_median(m, fsize, nreads, lat, SEED + 8);
+        munmap(m, fsize);
+        struct phase *p = &bench_res->ph[bench_res->nph++];
+        memset(p, 0, sizeof *p);
+        snprintf(p->name, sizeof p->name, "kfault4k");
+        p->ops = (uint64_t)nreads;
+        p->aux[0] = med;
+        bench_child_send();
+    }
+    close(kfd);
+}
+
 void bench_wl_device(void)
 {
     const size_t fsize = device_file_size(), chunk = MiB;
@@ -346,6 +456,8 @@ void bench_wl_device(void)
             bench_child_send();
         }
     }
+    if (bench_res->nph < MAXPH)
+        fault_mechanism(fd, fsize, nreads, lat);
     free(lat);
     free(buf);
     close(fd);
@@ -355,6 +467,7 @@ void bench_wl_device(void)
 static struct dev_agg { size_t size; double med, p99; } dev_rand[6];
 static int ndev_rand;
 static double dev_seq_mibps, dev_write_mibps, dev_qd2; /* reads/s, 2 in flight / 1 */
+static double dev_mech_us, dev_kfault_us;              /* fault_mechanism()         */
 
 static double phase_median(const char *name, int aux, bool rate)
 {
@@ -432,7 +545,19 @@ void bench_device_summary(FILE *tsv)
         printf("   random 4K reads, two threads at once: x%.2f the reads per second of one\n", dev_qd2);
         fprintf(tsv, "device\trand_read_2_threads_over_1\t4096\t%.3f\t\tratio\n", dev_qd2);
     }
+    dev_mech_us = phase_median("mech4k", 0, false);
+    dev_kfault_us = phase_median("kfault4k", 0, false);
+    if (dev_mech_us > 0 || dev_kfault_us > 0) {
+        printf("   a random 4K major fault without upager, median: the kernel's own (mmap, MADV_RANDOM,\n"
+               "   cold) %.1f us; SIGSEGV + O_DIRECT pread + pwrite into a memfd + mprotect %.1f us\n",
+               dev_kfault_us, dev_mech_us);
+        fprintf(tsv, "device\tkernel_major_fault\t4096\t%.2f\t\tus\n", dev_kfault_us);
+        fprintf(tsv, "device\tmechanism_major_fault\t4096\t%.2f\t\tus\n", dev_mech_us);
+    }
 }
+
+double bench_device_mech_us(void) { return dev_mech_us; }
+double bench_device_kfault_us(void) { return dev_kfault_us; }
 
 double bench_device_seq_mibps(void) { return dev_seq_mibps; }
 double bench_device_qd2(void) { return dev_qd2; }

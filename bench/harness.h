@@ -250,6 +250,10 @@ void bench_device_summary(FILE *tsv);
 /* The device's figures (medians over the runs), 0 when not measured. */
 double bench_device_seq_mibps(void);
 double bench_device_qd2(void); /* random 4K reads/s, two threads / one; 0: not measured */
+/* A random 4K major fault without upager (floor.c: fault_mechanism), median
+ * us; 0: not measured.  The kernel's own, and upager's steps done bare. */
+double bench_device_kfault_us(void);
+double bench_device_mech_us(void);
 bool bench_device_rand_at(double bytes, double *median); /* interpolated */
 bool bench_device_rand_us(size_t size, double *median, double *p99);
 

@@ -394,6 +394,14 @@ void bench_targets13(FILE *tsv)
             printf("   [?] random major fault / floor: %.2f us per major fault, no floor at page %zu%s\n", us,
                    (size_t)a.page_size, more);
         }
+        /* Not a target: where the time beyond the floor goes.  The
+         * kernel's own major fault, and upager's steps done bare. */
+        double kf = bench_device_kfault_us(), mech = bench_device_mech_us();
+        if (kf > 0 && mech > 0)
+            printf("         (a 4K major fault without upager: the kernel's own %.1f us; SIGSEGV + O_DIRECT\n"
+                   "          pread + pwrite into a memfd + mprotect, bare, %.1f us = x%.2f the kernel's;\n"
+                   "          upager's %.1f us = x%.2f the bare steps)\n",
+                   kf, mech, mech / kf, us, us / mech);
     } else {
         printf("   [?] random major fault / floor: no upager random-read result with major faults\n");
     }
