@@ -464,7 +464,7 @@ void bench_wl_device(void)
 }
 
 /* In the parent: medians over the runs. */
-static struct dev_agg { size_t size; double med, p99; } dev_rand[6];
+static struct dev_agg { size_t size; double med, p99, mean; } dev_rand[6];
 static int ndev_rand;
 static double dev_seq_mibps, dev_write_mibps, dev_qd2; /* reads/s, 2 in flight / 1 */
 static double dev_mech_us, dev_kfault_us;              /* fault_mechanism()         */
@@ -501,8 +501,9 @@ void bench_device_summary(FILE *tsv)
         char name[32];
         snprintf(name, sizeof name, "rand%zu", dev_sizes[k]);
         double med = phase_median(name, 0, false), p99 = phase_median(name, 1, false);
+        double mean = phase_median(name, 2, false);
         if (med > 0)
-            dev_rand[ndev_rand++] = (struct dev_agg){dev_sizes[k], med, p99};
+            dev_rand[ndev_rand++] = (struct dev_agg){dev_sizes[k], med, p99, mean};
     }
     {
         double v2[256], v1[256];
@@ -534,12 +535,15 @@ void bench_device_summary(FILE *tsv)
            dev_seq_mibps, dev_write_mibps);
     fprintf(tsv, "device\tseq_read\t%zu\t%.2f\t\tMiB/s\n", (size_t)MiB, dev_seq_mibps);
     fprintf(tsv, "device\tseq_write\t%zu\t%.2f\t\tMiB/s\n", (size_t)MiB, dev_write_mibps);
-    printf("   random reads, one at a time: %-8s %12s %12s %12s\n", "size", "median us", "p99 us", "MiB/s");
+    printf("   random reads, one at a time: %-8s %12s %12s %12s %12s\n", "size", "median us", "mean us",
+           "p99 us", "MiB/s");
     for (int k = 0; k < ndev_rand; k++) {
-        printf("   %30s %-8s %12.1f %12.1f %12.1f\n", "", bench_fmt_size(b, sizeof b, (double)dev_rand[k].size),
-               dev_rand[k].med, dev_rand[k].p99, (double)dev_rand[k].size / MiB / (dev_rand[k].med * 1e-6));
+        printf("   %30s %-8s %12.1f %12.1f %12.1f %12.1f\n", "",
+               bench_fmt_size(b, sizeof b, (double)dev_rand[k].size), dev_rand[k].med, dev_rand[k].mean,
+               dev_rand[k].p99, (double)dev_rand[k].size / MiB / (dev_rand[k].med * 1e-6));
         fprintf(tsv, "device\trand_read\t%zu\t%.2f\t%.2f\tus\n", dev_rand[k].size, dev_rand[k].med,
                 dev_rand[k].p99);
+        fprintf(tsv, "device\trand_read_mean\t%zu\t%.2f\t\tus\n", dev_rand[k].size, dev_rand[k].mean);
     }
     if (dev_qd2 > 0) {
         printf("   random 4K reads, two threads at once: x%.2f the reads per second of one\n", dev_qd2);
@@ -562,26 +566,25 @@ double bench_device_kfault_us(void) { return dev_kfault_us; }
 double bench_device_seq_mibps(void) { return dev_seq_mibps; }
 double bench_device_qd2(void) { return dev_qd2; }
 
-/* The device's median latency for a random read of `bytes` (an average
- * read size, not a measured one): interpolated between the sizes measured
- * around it, the smallest one below them. */
-bool bench_device_rand_at(double bytes, double *median)
+/* The device's median and mean latency for a random read of `bytes` (an
+ * average read size, not a measured one): interpolated between the sizes
+ * measured around it, the smallest one below them. */
+bool bench_device_rand_at(double bytes, double *median, double *mean)
 {
     if (ndev_rand == 0)
         return false;
-    if (bytes <= (double)dev_rand[0].size) {
-        *median = dev_rand[0].med;
+    int k = 1;
+    while (k < ndev_rand && bytes > (double)dev_rand[k].size)
+        k++;
+    if (bytes <= (double)dev_rand[0].size || k == ndev_rand) {
+        const struct dev_agg *d = &dev_rand[bytes <= (double)dev_rand[0].size ? 0 : ndev_rand - 1];
+        *median = d->med;
+        *mean = d->mean;
         return true;
     }
-    for (int k = 1; k < ndev_rand; k++) {
-        double lo = (double)dev_rand[k - 1].size, hi = (double)dev_rand[k].size;
-        if (bytes <= hi) {
-            *median = dev_rand[k - 1].med +
-                      (dev_rand[k].med - dev_rand[k - 1].med) * (bytes - lo) / (hi - lo);
-            return true;
-        }
-    }
-    *median = dev_rand[ndev_rand - 1].med;
+    double lo = (double)dev_rand[k - 1].size, hi = (double)dev_rand[k].size, t = (bytes - lo) / (hi - lo);
+    *median = dev_rand[k - 1].med + (dev_rand[k].med - dev_rand[k - 1].med) * t;
+    *mean = dev_rand[k - 1].mean + (dev_rand[k].mean - dev_rand[k - 1].mean) * t;
     return true;
 }
 

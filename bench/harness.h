@@ -254,7 +254,7 @@ double bench_device_qd2(void); /* random 4K reads/s, two threads / one; 0: not m
  * us; 0: not measured.  The kernel's own, and upager's steps done bare. */
 double bench_device_kfault_us(void);
 double bench_device_mech_us(void);
-bool bench_device_rand_at(double bytes, double *median); /* interpolated */
+bool bench_device_rand_at(double bytes, double *median, double *mean); /* interpolated */
 bool bench_device_rand_us(size_t size, double *median, double *p99);
 
 struct floor_agg { size_t ps; double bare, pread, fresh; double bmin, bmax, pmin, pmax; };
