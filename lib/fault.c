@@ -485,6 +485,59 @@ static void open_window(size_t page)
         upager__unlock(&PG(page + i)->lock);
 }
 
+/* Soft faults in order.  The clock cools the pages of a hot set that the
+ * program then reads again in order (a scan of a table that stays
+ * resident): one soft fault a page, a signal and an mprotect each.  When
+ * this thread's soft faults run in order, a soft fault also opens the
+ * cooled pages that follow in the same allocation, the window doubling up
+ * to the read-ahead (as reads ahead do for major faults): they count as
+ * referenced, as the pages the scan is about to touch.  Pages read ahead
+ * and not yet touched keep their own path (open_window), pages read in
+ * part are left alone, and the run stops at the first page that is not
+ * cooled, whole, unpinned, free to lock and of the same protection. */
+static TLS size_t soft_next;   /* the page that would continue the run */
+static TLS unsigned soft_window;
+
+static void open_around(size_t page)
+{
+    struct upager__global *g = &upager__g;
+    struct upager__page *p = PG(page);
+    unsigned max = g->readahead < RUN_MAX ? (unsigned)g->readahead : RUN_MAX;
+    if (page != soft_next || max == 0 || (p->flags & PF_RANDOM)) {
+        soft_window = 0;
+        soft_next = page + 1;
+        return;
+    }
+    soft_window = soft_window ? (soft_window * 2 > max ? max : soft_window * 2) : 1;
+    size_t run = 0;
+    int prot = 0;
+    while (run < soft_window && page + 1 + run < g->npages) {
+        struct upager__page *q = PG(page + 1 + run);
+        if (q->state != PAGE_RESIDENT || (q->flags & (PF_REF | PF_RA | PF_RAMARK)) || q->blocks ||
+            !upager__page_trylock(page + 1 + run))
+            break;
+        if (q->state != PAGE_RESIDENT || (q->flags & (PF_REF | PF_RA | PF_RAMARK)) || q->blocks ||
+            q->pins || q->owner != p->owner || (run && prot_of(q) != prot)) {
+            upager__unlock(&q->lock);
+            break;
+        }
+        prot = prot_of(q);
+        run++;
+    }
+    if (run && upager__protect(page + 1, run, prot) == 0) {
+        for (size_t i = 1; i <= run; i++) {
+            struct upager__page *q = PG(page + i);
+            upager__flags(q, q->flags | PF_REF);
+            q->wb &= WB_EARLY; /* in use again: not for the cleaner */
+        }
+    } else if (run) {
+        upager__protect(page + 1, run, PROT_NONE); /* as they were: cooled */
+    }
+    for (size_t i = 1; i <= run; i++)
+        upager__unlock(&PG(page + i)->lock);
+    soft_next = page + 1 + run;
+}
+
 int upager__page_in_locked(size_t page, bool counted)
 {
     struct upager__global *g = &upager__g;
@@ -680,6 +733,8 @@ static int fault(void *addr, int acc)
                 upager__protect(page, 1, PROT_NONE);
             } else if (ahead) {
                 open_window(page);
+            } else {
+                open_around(page);
             }
             break;
         }

@@ -214,6 +214,84 @@ START_TEST(test_budget_respected)
 }
 END_TEST
 
+/* 64 pages that fill a 4M budget, a file mapped read-only (so clean:
+ * the hand evicts the first ones it meets, not whichever the cleaner has
+ * written), all read and then cooled by one visit of the hand (one page
+ * more); returns them, and the first of them still resident in *first. */
+static unsigned char *cooled_table(size_t ps, size_t *first)
+{
+    enum { N = 64 };
+    char *path = tu_make_file("cooled", N * ps, 61);
+    unsigned char *p = upager_map_file(path, 0, UPAGER_MAP_READ);
+    unlink(path);
+    unsigned char *x = upager_aligned_alloc(ps, ps);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(x);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_int_eq(read_byte(p + i * ps + 3), tu_pattern_byte(i * ps + 3, 61));
+    ck_assert_int_eq(read_byte(x), 0); /* one more page: the hand goes round */
+    upager__ioq_drain();
+    size_t f = 0;
+    while (f < N && PG(ADDR_PAGE(p + f * ps))->state != PAGE_RESIDENT)
+        f++;
+    ck_assert_uint_le(f, 16);
+    for (size_t i = f; i < N; i++) {
+        struct upager__page *pg = PG(ADDR_PAGE(p + i * ps));
+        ck_assert_int_eq(pg->state, PAGE_RESIDENT);
+        ck_assert(!(pg->flags & (PF_REF | PF_DIRTY | PF_RA)));
+    }
+    *first = f;
+    return p;
+}
+
+/* A table that stays resident but that the hand cooled, read again in
+ * order: the soft faults open the cooled pages that follow too, the window
+ * doubling up to the read-ahead (8 here), so a few faults open it all (9
+ * for 48 to 56 pages, against one a page); every byte is right, the
+ * pages so opened count as referenced, and the open count agrees. */
+START_TEST(test_soft_faults_in_order)
+{
+    struct upager_stats s0, s1;
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "8");
+    size_t ps = tu_init(), first;
+    unsigned char *p = cooled_table(ps, &first);
+    size_t n = 64 - first;
+    tu_stats(&s0);
+    for (size_t i = first; i < 64; i++) {
+        ck_assert_int_eq(read_byte(p + i * ps + 9), tu_pattern_byte(i * ps + 9, 61));
+    }
+    tu_stats(&s1);
+    ck_assert_msg(s1.faults - s0.faults <= 9, "%llu faults to read %zu cooled pages in order",
+                  (unsigned long long)(s1.faults - s0.faults), n);
+    ck_assert_uint_eq(s1.major_faults, s0.major_faults);
+    for (size_t i = first; i < 64; i++)
+        ck_assert(PG(ADDR_PAGE(p + i * ps))->flags & PF_REF);
+    size_t bad = tu_pattern_check(p + first * ps, first * ps, n * ps, 61);
+    ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
+    upager__ioq_drain();
+    ck_assert_uint_eq(upager__clock_open_recount(), atomic_load(&upager__g.open));
+}
+END_TEST
+
+/* Under UPAGER_ADVICE_RANDOM soft faults open their own page only. */
+START_TEST(test_soft_faults_random_advice)
+{
+    struct upager_stats s0, s1;
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "8");
+    size_t ps = tu_init(), first;
+    unsigned char *p = cooled_table(ps, &first);
+    ck_assert_int_eq(upager_advise(p, 64 * ps, UPAGER_ADVICE_RANDOM), 0);
+    tu_stats(&s0);
+    for (size_t i = first; i < 64; i++)
+        ck_assert_int_eq(read_byte(p + i * ps + 9), tu_pattern_byte(i * ps + 9, 61));
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.faults - s0.faults, 64 - first);
+    ck_assert_uint_eq(s1.major_faults, s0.major_faults);
+}
+END_TEST
+
 /* A dirty page the hand cools is written back in the background and stays
  * resident (the kernel's flusher), not only once it is a victim.  64 pages
  * fill the budget, the even ones written, the odd ones only read; one more
@@ -395,6 +473,8 @@ Suite *clock_suite(void)
     tcase_add_test(tc, test_budget_respected);
     tcase_add_test(tc, test_background_reclaim);
     tcase_add_test(tc, test_cooled_dirty_written);
+    tcase_add_test(tc, test_soft_faults_in_order);
+    tcase_add_test(tc, test_soft_faults_random_advice);
     tcase_add_test(tc, test_write_behind);
     suite_add_tcase(s, tc);
 
