@@ -451,38 +451,66 @@ static int open_empty(size_t page, bool write, size_t n)
     return 0;
 }
 
-/* The program touched a page an I/O thread read ahead: the pages after it
- * in its window, read ahead and untouched too, are opened with it in one
- * mprotect -- a sequential reader would touch each of them next -- up to
- * the mark of the next window, which must fault to ask for more.
- * Precondition: the caller holds the lock of `page`, open now. */
-static void open_window(size_t page)
+/* Opens, with one mprotect, up to max pages that follow `page` (locked by
+ * the caller) in the same allocation and that a thread reading in order
+ * touches next, as long as each can be locked at once and is
+ *   AHEAD:  read ahead by an I/O thread and untouched (PF_RA, clean, not
+ *           the mark of the next window, which must fault to ask for
+ *           more): opened readable;
+ *   COOLED: cooled by the clock, whole (not read in part), not read ahead,
+ *           with the protection of the first: opened with it.
+ * They count as referenced.  Returns the pages opened. */
+enum { OPEN_AHEAD, OPEN_COOLED };
+
+static bool opens(const struct upager__page *q, const struct upager__page *p, int mode)
+{
+    if (q->state != PAGE_RESIDENT || q->pins || q->owner != p->owner)
+        return false;
+    if (mode == OPEN_AHEAD)
+        return (q->flags & (PF_RA | PF_RAMARK | PF_REF | PF_DIRTY)) == PF_RA;
+    return !(q->flags & (PF_REF | PF_RA | PF_RAMARK)) && !q->blocks;
+}
+
+static size_t open_following(size_t page, size_t max, int mode)
 {
     struct upager__global *g = &upager__g;
     struct upager__page *p = PG(page);
-    size_t run = 0, max = upager__io_run_max();
+    size_t run = 0;
+    int prot = PROT_READ;
     while (run < max && page + 1 + run < g->npages) {
         struct upager__page *q = PG(page + 1 + run);
-        if ((q->flags & (PF_RA | PF_RAMARK)) != PF_RA || !upager__page_trylock(page + 1 + run))
+        if (!opens(q, p, mode) || !upager__page_trylock(page + 1 + run))
             break;
-        if (q->state != PAGE_RESIDENT || (q->flags & (PF_RA | PF_RAMARK | PF_REF | PF_DIRTY)) !=
-                PF_RA || q->pins || q->owner != p->owner) {
+        if (!opens(q, p, mode) || (mode == OPEN_COOLED && run && prot_of(q) != prot)) {
             upager__unlock(&q->lock);
             break;
         }
+        if (mode == OPEN_COOLED)
+            prot = prot_of(q);
         run++;
     }
-    if (run && upager__protect(page + 1, run, PROT_READ) == 0) {
-        for (size_t i = 1; i <= run; i++) {
-            struct upager__page *q = PG(page + i);
-            upager__flags(q, (uint8_t)((q->flags & ~PF_RA) | PF_REF));
-            q->wb = 0;
-        }
-    } else if (run) {
+    bool opened = run && upager__protect(page + 1, run, prot) == 0;
+    if (run && !opened)
         upager__protect(page + 1, run, PROT_NONE); /* as they were: cooled */
+    for (size_t i = 1; i <= run; i++) {
+        struct upager__page *q = PG(page + i);
+        if (opened) {
+            upager__flags(q, (uint8_t)((q->flags & ~PF_RA) | PF_REF));
+            q->wb &= WB_EARLY; /* in use: not for the cleaner */
+        }
+        upager__unlock(&q->lock);
     }
-    for (size_t i = 1; i <= run; i++)
-        upager__unlock(&PG(page + i)->lock);
+    return opened ? run : 0;
+}
+
+/* The program touched a page an I/O thread read ahead: the pages after it
+ * in its window, read ahead and untouched too, are opened with it -- a
+ * sequential reader would touch each of them next -- up to the mark of
+ * the next window.  Precondition: the caller holds the lock of `page`,
+ * open now. */
+static void open_window(size_t page)
+{
+    open_following(page, upager__io_run_max(), OPEN_AHEAD);
 }
 
 /* Soft faults in order.  The clock cools the pages of a hot set that the
@@ -490,52 +518,24 @@ static void open_window(size_t page)
  * resident): one soft fault a page, a signal and an mprotect each.  When
  * this thread's soft faults run in order, a soft fault also opens the
  * cooled pages that follow in the same allocation, the window doubling up
- * to the read-ahead (as reads ahead do for major faults): they count as
+ * to the read-ahead (as reads ahead do for major faults); they count as
  * referenced, as the pages the scan is about to touch.  Pages read ahead
  * and not yet touched keep their own path (open_window), pages read in
- * part are left alone, and the run stops at the first page that is not
- * cooled, whole, unpinned, free to lock and of the same protection. */
+ * part are left alone. */
 static TLS size_t soft_next;   /* the page that would continue the run */
 static TLS unsigned soft_window;
 
 static void open_around(size_t page)
 {
     struct upager__global *g = &upager__g;
-    struct upager__page *p = PG(page);
     unsigned max = g->readahead < RUN_MAX ? (unsigned)g->readahead : RUN_MAX;
-    if (page != soft_next || max == 0 || (p->flags & PF_RANDOM)) {
+    if (page != soft_next || max == 0 || (PG(page)->flags & PF_RANDOM)) {
         soft_window = 0;
         soft_next = page + 1;
         return;
     }
     soft_window = soft_window ? (soft_window * 2 > max ? max : soft_window * 2) : 1;
-    size_t run = 0;
-    int prot = 0;
-    while (run < soft_window && page + 1 + run < g->npages) {
-        struct upager__page *q = PG(page + 1 + run);
-        if (q->state != PAGE_RESIDENT || (q->flags & (PF_REF | PF_RA | PF_RAMARK)) || q->blocks ||
-            !upager__page_trylock(page + 1 + run))
-            break;
-        if (q->state != PAGE_RESIDENT || (q->flags & (PF_REF | PF_RA | PF_RAMARK)) || q->blocks ||
-            q->pins || q->owner != p->owner || (run && prot_of(q) != prot)) {
-            upager__unlock(&q->lock);
-            break;
-        }
-        prot = prot_of(q);
-        run++;
-    }
-    if (run && upager__protect(page + 1, run, prot) == 0) {
-        for (size_t i = 1; i <= run; i++) {
-            struct upager__page *q = PG(page + i);
-            upager__flags(q, q->flags | PF_REF);
-            q->wb &= WB_EARLY; /* in use again: not for the cleaner */
-        }
-    } else if (run) {
-        upager__protect(page + 1, run, PROT_NONE); /* as they were: cooled */
-    }
-    for (size_t i = 1; i <= run; i++)
-        upager__unlock(&PG(page + i)->lock);
-    soft_next = page + 1 + run;
+    soft_next = page + 1 + open_following(page, soft_window, OPEN_COOLED);
 }
 
 int upager__page_in_locked(size_t page, bool counted)
