@@ -324,6 +324,17 @@ static double first_touch_median(const char *base, size_t fsize, int nreads, dou
     return bench_median(lat, nreads);
 }
 
+/* Sends a phase of `ops` first touches whose median was `med` us. */
+static void send_median(const char *name, int ops, double med)
+{
+    struct phase *p = &bench_res->ph[bench_res->nph++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ops = (uint64_t)ops;
+    p->aux[0] = med;
+    bench_child_send();
+}
+
 static void fault_mechanism(int fd, size_t fsize, int nreads, double *lat)
 {
     /* the bare mechanism */
@@ -343,12 +354,7 @@ static void fault_mechanism(int fd, size_t fsize, int nreads, double *lat)
         double med = first_touch_median(mech.base, fsize, nreads, lat, SEED + 7);
         sigaction(SIGSEGV, &old, NULL);
         munmap(mech.base, fsize);
-        struct phase *p = &bench_res->ph[bench_res->nph++];
-        memset(p, 0, sizeof *p);
-        snprintf(p->name, sizeof p->name, "mech4k");
-        p->ops = (uint64_t)nreads;
-        p->aux[0] = med;
-        bench_child_send();
+        send_median("mech4k", nreads, med);
     }
     free(buf);
     if (mech.mfd >= 0)
@@ -367,12 +373,7 @@ static void fault_mechanism(int fd, size_t fsize, int nreads, double *lat)
         madvise(m, fsize, MADV_RANDOM);
         double med = first_touch_median(m, fsize, nreads, lat, SEED + 8);
         munmap(m, fsize);
-        struct phase *p = &bench_res->ph[bench_res->nph++];
-        memset(p, 0, sizeof *p);
-        snprintf(p->name, sizeof p->name, "kfault4k");
-        p->ops = (uint64_t)nreads;
-        p->aux[0] = med;
-        bench_child_send();
+        send_median("kfault4k", nreads, med);
     }
     close(kfd);
 }
