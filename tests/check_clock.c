@@ -214,13 +214,17 @@ START_TEST(test_budget_respected)
 }
 END_TEST
 
-/* 64 pages that fill a 4M budget, a file mapped read-only (so clean:
+/* Starts the pager with a 4M budget of 64K pages and a read-ahead of 8,
+ * and returns 64 pages that fill it: a file mapped read-only (so clean:
  * the hand evicts the first ones it meets, not whichever the cleaner has
  * written), all read and then cooled by one visit of the hand (one page
- * more); returns them, and the first of them still resident in *first. */
-static unsigned char *cooled_table(size_t ps, size_t *first)
+ * more).  *psp is the page size, *first the first page still resident. */
+static unsigned char *cooled_table(size_t *psp, size_t *first)
 {
     enum { N = 64 };
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "8");
+    size_t ps = *psp = tu_init();
     char *path = tu_make_file("cooled", N * ps, 61);
     unsigned char *p = upager_map_file(path, 0, UPAGER_MAP_READ);
     unlink(path);
@@ -244,6 +248,19 @@ static unsigned char *cooled_table(size_t ps, size_t *first)
     return p;
 }
 
+/* Reads pages [first, 64) of the table in order, checking a byte of each;
+ * returns the faults that took (none of them major). */
+static uint64_t read_in_order(const unsigned char *p, size_t ps, size_t first)
+{
+    struct upager_stats s0, s1;
+    tu_stats(&s0);
+    for (size_t i = first; i < 64; i++)
+        ck_assert_int_eq(read_byte(p + i * ps + 9), tu_pattern_byte(i * ps + 9, 61));
+    tu_stats(&s1);
+    ck_assert_uint_eq(s1.major_faults, s0.major_faults);
+    return s1.faults - s0.faults;
+}
+
 /* A table that stays resident but that the hand cooled, read again in
  * order: the soft faults open the cooled pages that follow too, the window
  * doubling up to the read-ahead (8 here), so a few faults open it all (9
@@ -251,20 +268,12 @@ static unsigned char *cooled_table(size_t ps, size_t *first)
  * pages so opened count as referenced, and the open count agrees. */
 START_TEST(test_soft_faults_in_order)
 {
-    struct upager_stats s0, s1;
-    tu_env("4M", "65536");
-    tu_setenv("UPAGER_READAHEAD", "8");
-    size_t ps = tu_init(), first;
-    unsigned char *p = cooled_table(ps, &first);
+    size_t ps, first;
+    unsigned char *p = cooled_table(&ps, &first);
     size_t n = 64 - first;
-    tu_stats(&s0);
-    for (size_t i = first; i < 64; i++) {
-        ck_assert_int_eq(read_byte(p + i * ps + 9), tu_pattern_byte(i * ps + 9, 61));
-    }
-    tu_stats(&s1);
-    ck_assert_msg(s1.faults - s0.faults <= 9, "%llu faults to read %zu cooled pages in order",
-                  (unsigned long long)(s1.faults - s0.faults), n);
-    ck_assert_uint_eq(s1.major_faults, s0.major_faults);
+    uint64_t faults = read_in_order(p, ps, first);
+    ck_assert_msg(faults <= 9, "%llu faults to read %zu cooled pages in order",
+                  (unsigned long long)faults, n);
     for (size_t i = first; i < 64; i++)
         ck_assert(PG(ADDR_PAGE(p + i * ps))->flags & PF_REF);
     size_t bad = tu_pattern_check(p + first * ps, first * ps, n * ps, 61);
@@ -277,18 +286,10 @@ END_TEST
 /* Under UPAGER_ADVICE_RANDOM soft faults open their own page only. */
 START_TEST(test_soft_faults_random_advice)
 {
-    struct upager_stats s0, s1;
-    tu_env("4M", "65536");
-    tu_setenv("UPAGER_READAHEAD", "8");
-    size_t ps = tu_init(), first;
-    unsigned char *p = cooled_table(ps, &first);
+    size_t ps, first;
+    unsigned char *p = cooled_table(&ps, &first);
     ck_assert_int_eq(upager_advise(p, 64 * ps, UPAGER_ADVICE_RANDOM), 0);
-    tu_stats(&s0);
-    for (size_t i = first; i < 64; i++)
-        ck_assert_int_eq(read_byte(p + i * ps + 9), tu_pattern_byte(i * ps + 9, 61));
-    tu_stats(&s1);
-    ck_assert_uint_eq(s1.faults - s0.faults, 64 - first);
-    ck_assert_uint_eq(s1.major_faults, s0.major_faults);
+    ck_assert_uint_eq(read_in_order(p, ps, first), 64 - first);
 }
 END_TEST
 
