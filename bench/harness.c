@@ -223,6 +223,8 @@ static void snap_take(struct snap *s, bool end)
         s->t = bench_now();
 }
 
+static double tv_sec(const struct timeval *tv) { return (double)tv->tv_sec + (double)tv->tv_usec * 1e-6; }
+
 static struct snap ph_begin_snap;
 
 void bench_ph_begin(void) { snap_take(&ph_begin_snap, false); }
@@ -238,6 +240,8 @@ struct phase *bench_ph_end(const char *name, uint64_t ops, uint64_t sum, uint64_
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "%s", name);
     p->sec = e.t - b->t;
+    p->cpu = tv_sec(&e.ru.ru_utime) + tv_sec(&e.ru.ru_stime) - tv_sec(&b->ru.ru_utime) -
+             tv_sec(&b->ru.ru_stime);
     p->minflt = e.ru.ru_minflt - b->ru.ru_minflt;
     p->majflt = e.ru.ru_majflt - b->ru.ru_majflt;
     p->io_rd = e.io_rd - b->io_rd;
@@ -823,7 +827,7 @@ const struct phase *bench_find_phase(const struct run *ru, const char *ph)
 bool bench_aggregate(int wl, int sys, int frac, const char *ph, struct agg *a)
 {
     memset(a, 0, sizeof *a);
-    double t[256], f[256], m[256], rd[256], wr[256], ev[256];
+    double t[256], f[256], m[256], rd[256], wr[256], ev[256], c[256];
     int n = 0, any = 0;
     for (int i = 0; i < bench_nruns; i++) {
         struct run *ru = &bench_runs[i];
@@ -852,6 +856,7 @@ bool bench_aggregate(int wl, int sys, int frac, const char *ph, struct agg *a)
         rd[n] = (double)(up ? p->st_rd : p->io_rd);
         wr[n] = (double)(up ? p->st_wr : p->io_wr);
         ev[n] = (double)p->evictions;
+        c[n] = p->cpu;
         a->ops = (double)p->ops;
         if (ru->r.hwm > a->hwm) {
             a->hwm = ru->r.hwm;
@@ -877,6 +882,7 @@ bool bench_aggregate(int wl, int sys, int frac, const char *ph, struct agg *a)
         a->rd = bench_median(rd, n);
         a->wr = bench_median(wr, n);
         a->evictions = bench_median(ev, n);
+        a->cpu = bench_median(c, n);
     }
     return true;
 }

@@ -128,6 +128,7 @@ static inline uint64_t rng_below(struct rng *r, uint64_t n)
 struct phase {
     char name[32];
     double sec;
+    double cpu;                   /* getrusage: user + system seconds, all threads    */
     uint64_t faults, major;       /* upager stats, or ru_minflt+ru_majflt / ru_majflt */
     uint64_t minflt, majflt;      /* getrusage, every system                          */
     uint64_t io_rd, io_wr;        /* /proc/self/io read_bytes / write_bytes           */
@@ -217,6 +218,7 @@ struct agg {
     char status[240];       /* first failure */
     double med, min, max;   /* seconds */
     double faults, major, rd, wr, evictions; /* medians */
+    double cpu;             /* median CPU seconds of the process (all threads) */
     double ops;
     uint64_t hwm, base, up_peak; /* max over runs */
     uint64_t page_size;

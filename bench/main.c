@@ -316,7 +316,7 @@ int main(int argc, char **argv)
             bench_opt.reps, bench_cg_label());
     fprintf(tsv, "# kind\tworkload\tphase\tsystem\truns\tsec_median\tsec_min\tsec_max\tfaults\tmajor_faults\t"
                  "bytes_read\tbytes_written\tevictions\tpeak_rss\trss_at_start\tup_peak_resident\tpage_size\t"
-                 "budget\tdata\tops\tx_malloc\tx_kmmap\tfailed_runs\tnote\tcg_limit\tcg_peak\toom_kills\n");
+                 "budget\tdata\tops\tx_malloc\tx_kmmap\tfailed_runs\tnote\tcg_limit\tcg_peak\toom_kills\tcpu_sec\n");
     bench_print_table(tsv);
     fprintf(tsv, "# kind\tpage_size\tbare_us\tbare_min\tbare_max\tpread_us\tpread_min\tpread_max\tpread_fresh_us\n");
     bench_floor_summary(tsv);

@@ -25,8 +25,8 @@ void bench_print_table(FILE *tsv)
         size_t data = wl == WL_FIT ? bench_opt.budget / 2 : bench_opt.data;
         printf("\n== %s: %s ==\n   data %s, budget %s\n", bench_wls[wl].name, bench_wls[wl].title,
                bench_fmt_size(b1, sizeof b1, (double)data), bench_fmt_size(b2, sizeof b2, (double)bench_opt.budget));
-        printf("   %-9s %-28s %24s %18s %9s %9s %9s %7s %7s\n", "phase", "system",
-               "time s median (min-max)", "faults (major)", "read MiB", "wrote MiB",
+        printf("   %-9s %-28s %24s %6s %18s %9s %9s %9s %7s %7s\n", "phase", "system",
+               "time s median (min-max)", "cpu s", "faults (major)", "read MiB", "wrote MiB",
                "peak RSS", "x mall", "x kmmap");
         for (int k = 0; bench_wls[wl].phases[k]; k++) {
             const char *ph = bench_wls[wl].phases[k];
@@ -50,7 +50,7 @@ void bench_print_table(FILE *tsv)
                     else if (a.failed)
                         printf("   %-9s %-28s FAILED: %s\n", ph, bench_sys_label(sys), a.status);
                     fprintf(tsv, "workload\t%s\t%s\t%s\t0\tNaN\tNaN\tNaN\t\t\t\t\t\t\t\t\t\t%zu\t%zu\t\t-\t-\t%d\t%s"
-                                 "\t%zu\t%" PRIu64 "\t%" PRIu64 "\n",
+                                 "\t%zu\t%" PRIu64 "\t%" PRIu64 "\tNaN\n",
                             bench_wls[wl].name, ph, bench_sys_name[sys], bench_opt.budget, data, a.failed,
                             a.timeouts ? "timeout" : a.status, a.cg_limit, a.cg_peak, a.oom_kills);
                     continue;
@@ -68,16 +68,16 @@ void bench_print_table(FILE *tsv)
                 char note[64] = "";
                 if (a.missing)
                     snprintf(note, sizeof note, " (%d of %d runs failed)", a.missing, a.missing + a.n);
-                printf("   %-9s %-28s %24s %18s %9.1f %9.1f %9s %7s %7s%s\n", ph, bench_sys_label(sys), t,
-                       fl, a.rd / MiB, a.wr / MiB, rss, xm, xk, note);
+                printf("   %-9s %-28s %24s %6.2f %18s %9.1f %9.1f %9s %7s %7s%s\n", ph, bench_sys_label(sys), t,
+                       a.cpu, fl, a.rd / MiB, a.wr / MiB, rss, xm, xk, note);
                 fprintf(tsv,
                         "workload\t%s\t%s\t%s\t%d\t%.6f\t%.6f\t%.6f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t"
                         "%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%zu\t%zu\t%.0f\t%s\t%s\t%d\t%s"
-                        "\t%zu\t%" PRIu64 "\t%" PRIu64 "\n",
+                        "\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%.3f\n",
                         bench_wls[wl].name, ph, bench_sys_name[sys], a.n, a.med, a.min, a.max, a.faults, a.major,
                         a.rd, a.wr, a.evictions, a.hwm, a.base, a.up_peak, a.page_size,
                         bench_opt.budget, data, a.ops, xm, xk, a.missing, a.missing ? a.status : "",
-                        a.cg_limit, a.cg_peak, a.oom_kills);
+                        a.cg_limit, a.cg_peak, a.oom_kills, a.cpu);
             }
         }
     }
@@ -329,8 +329,8 @@ void bench_targets13(FILE *tsv)
         bool hk = bench_aggregate(wl, SYS_KMMAP, -1, i13_wls[i].ph, &b);
         if (hu && hk && b.n) {
             double x = a.med / b.med;
-            target_line(tsv, name, x, "<=1.0", x <= 1.0, "%-36s upager / kernel <= 1.0: %.2f (%.3f s vs %.3f s)",
-                        i13_wls[i].label, x, a.med, b.med);
+            target_line(tsv, name, x, "<=1.0", x <= 1.0, "%-36s upager / kernel <= 1.0: %.2f (%.3f s vs %.3f s; CPU %.2f s vs %.2f s)",
+                        i13_wls[i].label, x, a.med, b.med, a.cpu, b.cpu);
         } else if (hu && hk && b.timeouts) {
             double x = a.med / bench_opt.timeout;
             target_line(tsv, name, x, "<=1.0", true, "%-36s upager / kernel <= 1.0: < %.2f (kernel timed out)",
