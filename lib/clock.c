@@ -225,30 +225,43 @@ struct batch {
     bool ok[EVICT_BATCH];      /* evicted; its frame is free          */
 };
 
-/* Cools `page` and the referenced pages that follow it both in the arena
- * and in the frame table (so the hand would come to them next), up to
- * COOL_RUN, with one mprotect; the dirty ones are marked for the I/O
- * threads to write back.  Precondition: caller holds clock_lock and
- * the lock of `page`, which is RESIDENT, referenced and not pinned; it is
- * unlocked here.  clock_lock is dropped around the mprotect.  Returns
- * false when the mprotect failed (vm.max_map_count). */
+/* Cools `page` and the referenced pages that follow it in the arena, up
+ * to COOL_RUN, with one mprotect; the dirty ones are marked for the I/O
+ * threads to write back.
+ *
+ * The pages of a run sit in whatever frames were free when it was loaded
+ * (the victims before them were runs too, and several threads load at
+ * once), seldom in the slots the hand comes to next; cooled one mprotect
+ * each, a sequential scan paid a system call and a TLB shootdown per page.
+ * So the run is cooled at once, and a page of it whose frame the hand has
+ * not reached is marked WB_AHEAD: when the hand gets there it only clears
+ * the mark and passes, so the page's second chance still starts at the
+ * hand's visit, as the clock means it to.  Cooled early, it costs at most
+ * a soft fault if the program touches it before the hand comes by.  When
+ * the run does sit in the next slots the hand moves past it.
+ *
+ * Precondition: caller holds clock_lock and the lock of `page`, which is
+ * RESIDENT, referenced and not pinned; it is unlocked here.  clock_lock is
+ * dropped around the mprotect.  Returns false when the mprotect failed
+ * (vm.max_map_count). */
 static bool cool_run(size_t page, size_t frame)
 {
     struct upager__global *g = &upager__g;
-    size_t n = 1;
-    while (n < COOL_RUN && page + n < g->npages && frame + n < g->span) {
+    size_t n = 1, next = 1; /* pages, and of them those in the slots after frame */
+    while (n < COOL_RUN && page + n < g->npages) {
         struct upager__page *q = PG(page + n);
-        if (g->frame_page[frame + n] != page + n || !(q->flags & PF_REF) || q->pins ||
+        if (q->state != PAGE_RESIDENT || !(q->flags & PF_REF) || q->pins ||
             !upager__trylock(&q->lock))
             break;
-        if (q->state != PAGE_RESIDENT || q->frame != frame + n || !(q->flags & PF_REF) ||
-            q->pins) {
+        if (q->state != PAGE_RESIDENT || !(q->flags & PF_REF) || q->pins) {
             upager__unlock(&q->lock);
             break;
         }
+        if (next == n && q->frame == frame + n)
+            next++;
         n++;
     }
-    g->hand = frame + n >= g->span ? 0 : frame + n; /* the hand passed them */
+    g->hand = frame + next >= g->span ? 0 : frame + next; /* the hand passed them */
     /* The pages are locked: the mprotect needs no clock_lock, and other
      * threads' faults should not wait for it. */
     upager__unlock(&g->clock_lock);
@@ -262,6 +275,7 @@ static bool cool_run(size_t page, size_t frame)
         struct upager__page *q = PG(page + i);
         if (cooled) {
             upager__flags(q, q->flags & ~PF_REF);
+            q->wb = (uint8_t)(i < next ? q->wb & ~WB_AHEAD : q->wb | WB_AHEAD);
             if ((q->flags & PF_DIRTY) && !(q->wb & WB_EARLY)) {
                 q->wb |= WB_WANTED; /* written back before the hand is back */
                 dirty = true;
@@ -353,6 +367,11 @@ static void find_victims(struct batch *b, size_t max)
             if (p->flags & PF_REF) { /* second chance: cool it */
                 if (!cool_run(pg, f))
                     b->cool_failed = true;
+                continue;
+            }
+            if (p->wb & WB_AHEAD) { /* cooled with a run: its chance starts now */
+                p->wb &= (uint8_t)~WB_AHEAD;
+                upager__unlock(&p->lock);
                 continue;
             }
             bool dirty = (p->flags & PF_DIRTY) != 0;

@@ -133,6 +133,9 @@ enum upager__page_state {
 #define WB_EARLY  0x02 /* the I/O threads wrote it while it stayed resident:
                           dirty again, it is rewritten in place, and is not
                           written again before it is a victim (clock.c)    */
+#define WB_AHEAD  0x04 /* cooled with the run of the page at the hand, before
+                          the hand came to its own frame: the hand's visit
+                          there only passes it (clock.c, cool_run)         */
 
 /* kind: who owns a live page */
 enum { OWNER_NONE = 0, OWNER_SLAB, OWNER_LARGE, OWNER_MAP };
@@ -142,7 +145,8 @@ struct upager__page {
     uint8_t state;       /* enum upager__page_state                          */
     uint8_t flags;       /* PF_*                                             */
     uint8_t kind;        /* OWNER_*; set by alloc.c / map.c under alloc_lock */
-    uint8_t wb;          /* WB_*: write-back in the background (ioq.c)     */
+    uint8_t wb;          /* WB_*: write-back in the background (ioq.c), and
+                            WB_AHEAD (clock.c)                               */
     uint32_t pins;       /* upager_pin nesting count; pinned pages stay      */
     uint32_t frame;      /* frame index while PAGE_RESIDENT                  */
     uint32_t gen;        /* protection generation: new at every mprotect     */

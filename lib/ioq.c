@@ -254,7 +254,7 @@ static size_t collect(struct run *r, size_t max, size_t *seen)
 static void written(struct upager__page *p)
 {
     p->flags = (uint8_t)((p->flags & ~PF_DIRTY) | PF_INSTORE);
-    p->wb = WB_EARLY;
+    p->wb = (uint8_t)(WB_EARLY | (p->wb & WB_AHEAD));
 }
 
 /* Writes the runs and unlocks their pages; returns the first error. */

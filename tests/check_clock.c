@@ -293,6 +293,65 @@ START_TEST(test_soft_faults_random_advice)
 }
 END_TEST
 
+/* A run of pages whose frames are not in the hand's order (loaded page 0
+ * first, then 63 down to 1) is cooled with one mprotect when the hand
+ * comes to its first page: every page of it has the same protection
+ * generation, where one mprotect a page gives each its own.  (Each page
+ * is read at two neighbouring blocks, so that it is read whole.)  The pages
+ * cooled ahead of the hand keep their second chance: the hand passes them
+ * at their own frames, and the victims are the run that had its chance,
+ * from page 0, not page 63 (whose frame the hand meets next). */
+START_TEST(test_cool_run_scattered_frames)
+{
+    enum { N = 64 };
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", "0");
+    size_t ps = tu_init();
+    char *path = tu_make_file("scattered", N * ps, 67);
+    unsigned char *p = upager_map_file(path, 0, UPAGER_MAP_READ);
+    unlink(path);
+    unsigned char *x = upager_aligned_alloc(ps, ps);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(x);
+    size_t first = ADDR_PAGE(p);
+    for (size_t k = 0; k < N; k++) { /* two neighbouring blocks: the whole page */
+        size_t i = k ? N - k : 0;
+        for (size_t off = i * ps + 1; off < i * ps + 8192; off += 4096)
+            ck_assert_int_eq(read_byte(p + off), tu_pattern_byte(off, 67));
+        ck_assert_uint_eq(PG(first + i)->blocks, 0);
+    }
+    for (size_t i = 1; i + 1 < N; i++) /* the frames run against the arena */
+        ck_assert_uint_ne(PG(first + i + 1)->frame, PG(first + i)->frame + 1);
+    struct upager_stats s0, s1;
+    tu_stats(&s0);
+    ck_assert_uint_eq(s0.evictions, 0);
+    ck_assert_int_eq(read_byte(x), 0); /* one more page: the hand goes round */
+    upager__ioq_drain();
+    tu_stats(&s1);
+    ck_assert_uint_ge(s1.evictions, 1);
+    ck_assert_msg(PG(first)->state != PAGE_RESIDENT,
+                  "page 0, the oldest cooled, was not the victim");
+    ck_assert_msg(PG(first + N - 1)->state == PAGE_RESIDENT,
+                  "page 63, cooled ahead of the hand, was evicted before its chance");
+    uint32_t gen = 0;
+    size_t resident = 0;
+    for (size_t i = 1; i < N; i++) {
+        struct upager__page *pg = PG(first + i);
+        if (pg->state != PAGE_RESIDENT)
+            continue;
+        ck_assert(!(pg->flags & PF_REF));
+        if (!resident++)
+            gen = pg->gen;
+        ck_assert_msg(pg->gen == gen, "page %zu cooled by its own mprotect", i);
+    }
+    ck_assert_uint_ge(resident, N - 16);
+    size_t bad = tu_pattern_check(p, 0, N * ps, 67);
+    ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
+    upager__ioq_drain();
+    ck_assert_uint_eq(upager__clock_open_recount(), atomic_load(&upager__g.open));
+}
+END_TEST
+
 /* A dirty page the hand cools is written back in the background and stays
  * resident (the kernel's flusher), not only once it is a victim.  64 pages
  * fill the budget, the even ones written, the odd ones only read; one more
@@ -476,6 +535,7 @@ Suite *clock_suite(void)
     tcase_add_test(tc, test_cooled_dirty_written);
     tcase_add_test(tc, test_soft_faults_in_order);
     tcase_add_test(tc, test_soft_faults_random_advice);
+    tcase_add_test(tc, test_cool_run_scattered_frames);
     tcase_add_test(tc, test_write_behind);
     suite_add_tcase(s, tc);
 
