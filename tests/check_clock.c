@@ -214,23 +214,34 @@ START_TEST(test_budget_respected)
 }
 END_TEST
 
-/* Starts the pager with a 4M budget of 64K pages and a read-ahead of 8,
- * and returns 64 pages that fill it: a file mapped read-only (so clean:
- * the hand evicts the first ones it meets, not whichever the cleaner has
- * written), all read and then cooled by one visit of the hand (one page
- * more).  *psp is the page size, *first the first page still resident. */
+/* Starts the pager with a 4M budget of 64K pages and the read-ahead
+ * given, and returns a file of 64 pages (the budget) of pattern `seed`
+ * mapped read-only (so clean: the hand evicts the first ones it meets, not
+ * whichever the cleaner has written), and in *x one page more, to send
+ * the hand round.  *psp is the page size. */
+static unsigned char *budget_of_file(const char *readahead, uint64_t seed, size_t *psp,
+                                     unsigned char **x)
+{
+    tu_env("4M", "65536");
+    tu_setenv("UPAGER_READAHEAD", readahead);
+    size_t ps = *psp = tu_init();
+    char *path = tu_make_file("budget", 64 * ps, seed);
+    unsigned char *p = upager_map_file(path, 0, UPAGER_MAP_READ);
+    unlink(path);
+    *x = upager_aligned_alloc(ps, ps);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(*x);
+    return p;
+}
+
+/* The file of budget_of_file with a read-ahead of 8, all read and then
+ * cooled by one visit of the hand (one page more).  *psp is the page
+ * size, *first the first page still resident. */
 static unsigned char *cooled_table(size_t *psp, size_t *first)
 {
     enum { N = 64 };
-    tu_env("4M", "65536");
-    tu_setenv("UPAGER_READAHEAD", "8");
-    size_t ps = *psp = tu_init();
-    char *path = tu_make_file("cooled", N * ps, 61);
-    unsigned char *p = upager_map_file(path, 0, UPAGER_MAP_READ);
-    unlink(path);
-    unsigned char *x = upager_aligned_alloc(ps, ps);
-    ck_assert_ptr_nonnull(p);
-    ck_assert_ptr_nonnull(x);
+    unsigned char *x, *p = budget_of_file("8", 61, psp, &x);
+    size_t ps = *psp;
     for (size_t i = 0; i < N; i++)
         ck_assert_int_eq(read_byte(p + i * ps + 3), tu_pattern_byte(i * ps + 3, 61));
     ck_assert_int_eq(read_byte(x), 0); /* one more page: the hand goes round */
@@ -304,15 +315,8 @@ END_TEST
 START_TEST(test_cool_run_scattered_frames)
 {
     enum { N = 64 };
-    tu_env("4M", "65536");
-    tu_setenv("UPAGER_READAHEAD", "0");
-    size_t ps = tu_init();
-    char *path = tu_make_file("scattered", N * ps, 67);
-    unsigned char *p = upager_map_file(path, 0, UPAGER_MAP_READ);
-    unlink(path);
-    unsigned char *x = upager_aligned_alloc(ps, ps);
-    ck_assert_ptr_nonnull(p);
-    ck_assert_ptr_nonnull(x);
+    size_t ps;
+    unsigned char *x, *p = budget_of_file("0", 67, &ps, &x);
     size_t first = ADDR_PAGE(p);
     for (size_t k = 0; k < N; k++) { /* two neighbouring blocks: the whole page */
         size_t i = k ? N - k : 0;
