@@ -53,7 +53,9 @@
  * frames free ahead of the faults instead (clock.c, upager__clock_reclaim).
  *
  * Read-ahead.  The thread takes the first page of the request with
- * trylock (a fault there is loading it already) and loads the run like a
+ * trylock (a fault there is loading it already), skips it when its
+ * protection changed since the request (served late: loaded by the
+ * program's faults, used and evicted meanwhile), and loads the run like a
  * fault would, but without waiting for frames and leaving the pages
  * cooled: PROT_NONE, not referenced.  The first access is a soft fault
  * (fault.c), and a page that was read ahead and never used is the hand's
@@ -89,7 +91,8 @@ struct request {
     _Atomic uint32_t state;
     size_t page, n;
     const void *owner;
-    bool write; /* write-behind; else read-ahead */
+    uint32_t gen; /* the first page's protection generation when asked */
+    bool write;   /* write-behind; else read-ahead */
 };
 
 static struct request ring[RING];
@@ -164,6 +167,7 @@ static bool request(size_t page, size_t n, const void *owner, bool write)
             ring[i].page = page;
             ring[i].n = n;
             ring[i].owner = owner;
+            ring[i].gen = PG(page)->gen; /* read unlocked: compared under the lock */
             ring[i].write = write;
             atomic_store(&ring[i].state, SLOT_READY);
             wake();
@@ -306,6 +310,7 @@ static void serve_readahead(struct request *q)
 {
     size_t page = q->page, n = q->n;
     const void *owner = q->owner;
+    uint32_t gen = q->gen;
     atomic_store(&q->state, SLOT_FREE);
     struct upager__global *g = &upager__g;
     if (page >= g->npages)
@@ -315,7 +320,11 @@ static void serve_readahead(struct request *q)
     if (!upager__page_trylock(page))
         return; /* being loaded by a fault, or busy: leave it */
     struct upager__page *p = PG(page);
-    if (p->state != PAGE_STORED || p->owner != owner) {
+    /* A request served late (the threads were busy, or the machine) may
+     * find its window loaded by the program's own faults, used, and
+     * evicted again since: its protection changed (a new generation), and
+     * reading it again would be a scan's pages brought back behind it. */
+    if (p->state != PAGE_STORED || p->owner != owner || p->gen != gen) {
         upager__unlock(&p->lock);
         return;
     }
