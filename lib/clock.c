@@ -225,35 +225,46 @@ struct batch {
     bool ok[EVICT_BATCH];      /* evicted; its frame is free          */
 };
 
-/* Cools `page` and the referenced pages that follow it in the arena, up
- * to COOL_RUN, with one mprotect; the dirty ones are marked for the I/O
- * threads to write back.
+/* Cools `page` and the referenced pages that follow it in the arena and
+ * were opened no later than it, up to COOL_RUN, with one mprotect; the
+ * dirty ones are marked for the I/O threads to write back.
  *
  * The pages of a run sit in whatever frames were free when it was loaded
  * (the victims before them were runs too, and several threads load at
  * once), seldom in the slots the hand comes to next; cooled one mprotect
  * each, a sequential scan paid a system call and a TLB shootdown per page.
- * So the run is cooled at once, and a page of it whose frame the hand has
- * not reached is marked WB_AHEAD: when the hand gets there it only clears
- * the mark and passes, so the page's second chance still starts at the
- * hand's visit, as the clock means it to.  Cooled early, it costs at most
- * a soft fault if the program touches it before the hand comes by.  When
- * the run does sit in the next slots the hand moves past it.
+ * So the pages opened with this one (one mprotect, one generation: a
+ * read-ahead window, a run of soft faults in order) or before it are
+ * cooled at once -- never one opened later, which the program may still
+ * be using -- and a page of the run whose frame the hand has not reached
+ * is marked WB_AHEAD: when the hand gets there it only clears the mark and
+ * passes, so the page's second chance still starts at the hand's visit, as
+ * the clock means it to.  When the run does sit in the next slots the hand
+ * moves past it.
  *
  * Precondition: caller holds clock_lock and the lock of `page`, which is
  * RESIDENT, referenced and not pinned; it is unlocked here.  clock_lock is
  * dropped around the mprotect.  Returns false when the mprotect failed
  * (vm.max_map_count). */
+/* q is resident, referenced, not pinned, and was opened no later than the
+ * page whose protection generation is gen (generations come from one
+ * counter, in the order of the mprotects): not more recently used. */
+static bool older(const struct upager__page *q, uint32_t gen)
+{
+    return q->state == PAGE_RESIDENT && (q->flags & PF_REF) && !q->pins &&
+           (int32_t)(q->gen - gen) <= 0;
+}
+
 static bool cool_run(size_t page, size_t frame)
 {
     struct upager__global *g = &upager__g;
     size_t n = 1, next = 1; /* pages, and of them those in the slots after frame */
+    uint32_t gen = PG(page)->gen;
     while (n < COOL_RUN && page + n < g->npages) {
         struct upager__page *q = PG(page + n);
-        if (q->state != PAGE_RESIDENT || !(q->flags & PF_REF) || q->pins ||
-            !upager__trylock(&q->lock))
+        if (!older(q, gen) || !upager__trylock(&q->lock))
             break;
-        if (q->state != PAGE_RESIDENT || !(q->flags & PF_REF) || q->pins) {
+        if (!older(q, gen)) {
             upager__unlock(&q->lock);
             break;
         }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "check_suites.h"
 #include "internal.h"
@@ -304,17 +305,31 @@ START_TEST(test_soft_faults_random_advice)
 }
 END_TEST
 
-/* A run of pages whose frames are not in the hand's order (loaded page 0
- * first, then 63 down to 1) is cooled with one mprotect when the hand
- * comes to its first page: every page of it has the same protection
- * generation, where one mprotect a page gives each its own.  (Each page
- * is read at two neighbouring blocks, so that it is read whole.)  The pages
- * cooled ahead of the hand keep their second chance: the hand passes them
- * at their own frames, and the victims are the run that had its chance,
- * from page 0, not page 63 (whose frame the hand meets next). */
+/* Opens pages [first, first + n), which are open already, again with one
+ * mprotect, as a read-ahead window is opened: one protection generation. */
+static void open_together(size_t first, size_t n)
+{
+    for (size_t i = first; i < first + n; i++)
+        upager__page_lock(i);
+    ck_assert_int_eq(upager__protect(first, n, PROT_READ), 0);
+    for (size_t i = first; i < first + n; i++)
+        upager__unlock(&PG(i)->lock);
+}
+
+/* The hand cools in one mprotect the pages that follow its page in the
+ * arena and were opened with it, whatever frames they sit in, and not the
+ * ones opened later.  64 pages are loaded page 0 first, then 63 down to 1,
+ * so their frames run against the arena (each is read at two neighbouring
+ * blocks, so that it is read whole); pages 0-31 are then opened together,
+ * and 32-63 together after them.  One more page sends the hand round: at
+ * frame 0 it cools 0-31 with one mprotect (one generation), where one a
+ * page gives each its own, and 32-63 it cools at their own frames, each
+ * alone.  The pages cooled ahead of the hand keep their second chance:
+ * the hand passes them at their own frames, and the victims are the run
+ * that had its chance, from page 0, not page 31 (frame 33). */
 START_TEST(test_cool_run_scattered_frames)
 {
-    enum { N = 64 };
+    enum { N = 64, H = N / 2 };
     size_t ps;
     unsigned char *x, *p = budget_of_file("0", 67, &ps, &x);
     size_t first = ADDR_PAGE(p);
@@ -326,6 +341,8 @@ START_TEST(test_cool_run_scattered_frames)
     }
     for (size_t i = 1; i + 1 < N; i++) /* the frames run against the arena */
         ck_assert_uint_ne(PG(first + i + 1)->frame, PG(first + i)->frame + 1);
+    open_together(first, H);
+    open_together(first + H, N - H);
     struct upager_stats s0, s1;
     tu_stats(&s0);
     ck_assert_uint_eq(s0.evictions, 0);
@@ -335,8 +352,8 @@ START_TEST(test_cool_run_scattered_frames)
     ck_assert_uint_ge(s1.evictions, 1);
     ck_assert_msg(PG(first)->state != PAGE_RESIDENT,
                   "page 0, the oldest cooled, was not the victim");
-    ck_assert_msg(PG(first + N - 1)->state == PAGE_RESIDENT,
-                  "page 63, cooled ahead of the hand, was evicted before its chance");
+    ck_assert_msg(PG(first + H - 1)->state == PAGE_RESIDENT,
+                  "page 31, cooled ahead of the hand, was evicted before its chance");
     uint32_t gen = 0;
     size_t resident = 0;
     for (size_t i = 1; i < N; i++) {
@@ -344,11 +361,16 @@ START_TEST(test_cool_run_scattered_frames)
         if (pg->state != PAGE_RESIDENT)
             continue;
         ck_assert(!(pg->flags & PF_REF));
-        if (!resident++)
-            gen = pg->gen;
-        ck_assert_msg(pg->gen == gen, "page %zu cooled by its own mprotect", i);
+        if (i < H) {
+            if (!resident++)
+                gen = pg->gen;
+            ck_assert_msg(pg->gen == gen, "page %zu cooled by its own mprotect", i);
+        } else {
+            ck_assert_msg(pg->gen != PG(first + i - 1)->gen,
+                          "page %zu, opened later, cooled with page %zu", i, i - 1);
+        }
     }
-    ck_assert_uint_ge(resident, N - 16);
+    ck_assert_uint_ge(resident, H - 16);
     size_t bad = tu_pattern_check(p, 0, N * ps, 67);
     ck_assert_msg(bad == (size_t)-1, "differs at %zu", bad);
     upager__ioq_drain();
