@@ -485,20 +485,32 @@ START_TEST(test_write_behind)
     ck_assert_ptr_nonnull(p);
     tu_pattern_fill(p, 0, len, 51);
     upager__ioq_drain();
-    size_t dirty = 0, resident = 0, first = (size_t)-1;
+    size_t dirty = 0, resident = 0, first = (size_t)-1, last_dirty = 0;
     for (size_t i = 0; i < len / ps; i++) {
         struct upager__page *q = PG(ADDR_PAGE(p + i * ps));
         if (q->state != PAGE_RESIDENT)
             continue;
         resident++;
         if (q->flags & PF_DIRTY)
-            dirty++;
+            dirty++, last_dirty = i;
         else if (first == (size_t)-1 && (q->flags & PF_REF))
             first = i; /* written behind, still open: read-only */
     }
     ck_assert_uint_ge(resident, budget / ps / 2);
     ck_assert_msg(dirty <= budget / ps / 4, "%zu of %zu resident pages left dirty", dirty,
                   resident);
+    if (first == (size_t)-1) {
+        /* On a loaded machine the hand can cool the pages written behind
+         * before the check (or the cleaner write them cooled): ask for the
+         * write-behind of the writer's last page, open and dirty, as its
+         * faults do, and take that one. */
+        struct upager__page *q = PG(ADDR_PAGE(p + last_dirty * ps));
+        ck_assert(q->flags & PF_REF);
+        ck_assert(upager__ioq_writebehind(ADDR_PAGE(p + last_dirty * ps), 1, q->owner));
+        upager__ioq_drain();
+        if (q->state == PAGE_RESIDENT && (q->flags & (PF_REF | PF_DIRTY)) == PF_REF)
+            first = last_dirty;
+    }
     ck_assert_msg(first != (size_t)-1, "no page written behind and kept open");
     /* A write to it: dirty again, and kept through eviction. */
     p[first * ps + 7] = (unsigned char)~tu_pattern_byte(first * ps + 7, 51);
