@@ -167,7 +167,9 @@ static bool request(size_t page, size_t n, const void *owner, bool write)
             ring[i].page = page;
             ring[i].n = n;
             ring[i].owner = owner;
-            ring[i].gen = PG(page)->gen; /* read unlocked: compared under the lock */
+            /* Read unlocked, compared under the lock; a window may start
+             * past the arena's last page (serve_readahead drops it). */
+            ring[i].gen = page < upager__g.npages ? PG(page)->gen : 0;
             ring[i].write = write;
             atomic_store(&ring[i].state, SLOT_READY);
             wake();
