@@ -225,6 +225,15 @@ struct batch {
     bool ok[EVICT_BATCH];      /* evicted; its frame is free          */
 };
 
+/* q is resident, referenced, not pinned, and was opened no later than the
+ * page whose protection generation is gen (generations come from one
+ * counter, in the order of the mprotects): not more recently used. */
+static bool older(const struct upager__page *q, uint32_t gen)
+{
+    return q->state == PAGE_RESIDENT && (q->flags & PF_REF) && !q->pins &&
+           (int32_t)(q->gen - gen) <= 0;
+}
+
 /* Cools `page` and the referenced pages that follow it in the arena and
  * were opened no later than it, up to COOL_RUN, with one mprotect; the
  * dirty ones are marked for the I/O threads to write back.
@@ -246,15 +255,6 @@ struct batch {
  * RESIDENT, referenced and not pinned; it is unlocked here.  clock_lock is
  * dropped around the mprotect.  Returns false when the mprotect failed
  * (vm.max_map_count). */
-/* q is resident, referenced, not pinned, and was opened no later than the
- * page whose protection generation is gen (generations come from one
- * counter, in the order of the mprotects): not more recently used. */
-static bool older(const struct upager__page *q, uint32_t gen)
-{
-    return q->state == PAGE_RESIDENT && (q->flags & PF_REF) && !q->pins &&
-           (int32_t)(q->gen - gen) <= 0;
-}
-
 static bool cool_run(size_t page, size_t frame)
 {
     struct upager__global *g = &upager__g;
